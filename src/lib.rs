@@ -1,11 +1,32 @@
-//! activity-gateway (layout map written as modules land).
+//! activity-gateway: a MetaMask-compatible WebSocket gateway for real-time account activity.
+//!
+//! Wallets connect over WebSocket with a JWT, subscribe to CAIP-10 account-activity and
+//! market-data channels, and receive pushes; indexers publish over HTTP; per-chain `up`/`down`
+//! system notifications tell wallets when to fall back to polling.
+//!
+//! # Layout
+//! - [`protocol`]: wire messages, the channel grammar (CAIP-2/10/19), error codes. No I/O.
+//! - [`auth`]: client token verification (HS256/RS256/ES256, PEM, JWKS).
+//! - [`hub`]: this node's subscriptions and the fan-out of publications (serialised once).
+//! - [`session`]: one client connection: reader loop, writer task with a byte-bounded
+//!   queue, limits, subscriptions, acknowledged delivery.
+//! - [`chains`]: chain health and the system notifications derived from it.
+//! - [`ingest`]: validation of publications and handing them to the hub.
+//! - [`http`]: the axum router (WebSocket upgrade, publish, chains, health, metrics).
+//! - [`server`]: the accept loop with handshake and idle timeouts.
+//! - [`node`]: the state one process shares; [`app`]: start and drain.
+//! - [`config`], [`metrics`], [`shutdown`], [`dev`] (the zero-configuration mode).
+pub mod app;
 pub mod auth;
 pub mod chains;
-pub mod client;
 pub mod config;
-pub mod history;
+pub mod dev;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
+pub mod node;
 pub mod protocol;
+pub mod server;
 pub mod session;
+pub mod shutdown;

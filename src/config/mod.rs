@@ -1,2 +1,209 @@
-//! Layered configuration: built-in defaults < optional TOML file < `GATEWAY__SECTION__KEY`.
+//! Layered configuration: built-in defaults < an optional TOML file (`--config FILE`) <
+//! environment variables `GATEWAY__<SECTION>__<KEY>`.
+//!
+//! Durations are humantime strings (`500ms`, `10s`, `24h`) in files and env vars alike;
+//! lists in env vars are comma-separated. Every key is documented in docs/configuration.md.
 pub mod serde_helpers;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::AuthConfig;
+use crate::chains::ChainsConfig;
+use serde_helpers::string_list;
+
+/// Everything the gateway can be told.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub publish: PublishConfig,
+    pub admin: AdminConfig,
+    pub chains: ChainsConfig,
+    pub delivery: DeliveryConfig,
+    pub log: LogConfig,
+}
+
+/// `[server]`: listening, timeouts, buffers, drain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// `Some(true)` forces dev mode, `Some(false)` forbids it; unset: dev mode when nothing
+    /// at all is configured (no file, no `GATEWAY__*` variable).
+    pub dev: Option<bool>,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain_window: Duration,
+    pub max_message_bytes: usize,
+    pub max_queue_bytes: usize,
+    pub read_buffer_bytes: usize,
+    pub write_buffer_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            dev: None,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(30),
+            drain_window: Duration::from_secs(10),
+            max_message_bytes: 64 * 1024,
+            max_queue_bytes: 1024 * 1024,
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 4096,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// `[limits]`: what one connection may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_channels_per_request: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub requests_per_second: f64,
+    pub request_burst: u32,
+    pub errors_per_minute: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_channels_per_request: 64,
+            max_subscriptions_per_connection: 256,
+            requests_per_second: 20.0,
+            request_burst: 50,
+            errors_per_minute: 10,
+        }
+    }
+}
+
+/// `[publish]`: the publish API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishConfig {
+    #[serde(deserialize_with = "string_list")]
+    pub api_keys: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_batch: 1000,
+        }
+    }
+}
+
+/// `[admin]`: the admin API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(deserialize_with = "string_list")]
+    pub api_keys: Vec<String>,
+}
+
+/// `[delivery]`: acknowledged delivery (ack mode only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    pub max_retries: u32,
+    pub max_unacked: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_secs(10),
+            max_retries: 3,
+            max_unacked: 1024,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: "text".into() }
+    }
+}
+
+/// Configuration could not be loaded; the message names the source and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loaded settings and whether any source was given (for dev-mode auto-detection).
+pub struct Loaded {
+    pub settings: Settings,
+    pub configured: bool,
+}
+
+impl Settings {
+    /// Loads defaults < `file` < environment (`GATEWAY__SECTION__KEY`).
+    pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("GATEWAY")
+                .prefix_separator("__")
+                .separator("__"),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        let configured = file.is_some() || std::env::vars().any(|(k, _)| k.starts_with("GATEWAY__"));
+        Ok(Loaded { settings, configured })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.server.ping_interval.is_zero() {
+            return invalid("server.ping_interval must be greater than 0");
+        }
+        if self.limits.requests_per_second <= 0.0 || self.limits.request_burst == 0 {
+            return invalid("limits.requests_per_second and limits.request_burst must be greater than 0");
+        }
+        if self.server.max_queue_bytes < 4096 {
+            return invalid("server.max_queue_bytes must be at least 4096");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return invalid("log.format must be \"text\" or \"json\"");
+        }
+        if self.delivery.ack_timeout.is_zero() {
+            return invalid("delivery.ack_timeout must be greater than 0");
+        }
+        Ok(())
+    }
+}

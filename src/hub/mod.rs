@@ -1,1 +1,45 @@
-//! (to be written)
+//! The hub: this node's subscriptions and the fan-out of publications to them.
+//!
+//! A publication reaches every local subscription whose hub key matches (the account stream,
+//! or the market-data key) and, for concrete-chain account subscriptions, whose chain matches:
+//! once per matching subscription, carrying that subscription's id.
+mod publication;
+mod registry;
+
+pub use publication::{message_id, Durable, Position, Publication};
+pub use registry::{ConnId, Registry, Subscriber};
+
+use std::sync::Arc;
+
+use crate::metrics;
+
+/// Local subscriptions and fan-out.
+#[derive(Default)]
+pub struct Hub {
+    registry: Registry,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn subscribe(&self, key: &str, sub: Subscriber) {
+        self.registry.insert(key, sub);
+    }
+
+    pub fn unsubscribe(&self, key: &str, conn: ConnId, subscription_id: &str, channel: &str) {
+        self.registry.remove(key, conn, subscription_id, channel);
+    }
+
+    /// Queues the publication for every matching local subscriber. Never blocks.
+    pub fn publish(&self, publication: &Arc<Publication>) -> usize {
+        let n = self.registry.fan_out(publication);
+        metrics::get().fanned_out(publication.namespace, n);
+        n
+    }
+
+    pub fn active_keys(&self) -> usize {
+        self.registry.key_count()
+    }
+}

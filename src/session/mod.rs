@@ -1,1 +1,261 @@
-//! (to be written)
+//! One client connection: its reader loop, its writer task, its limits, its subscriptions
+//! and (in ack mode) its acknowledged delivery.
+//!
+//! Lifecycle: the upgrade handler authenticates and calls [`run`]. The session greets the
+//! client with `session-created`, then loops over client frames, the ping clock, the token's
+//! expiry, chain status events, the ack timer and the node's drain signal. Every way out goes
+//! through one cleanup that removes the connection's subscriptions from the hub.
+mod delivery;
+mod limits;
+mod outbox;
+mod requests;
+mod resume;
+mod subscriptions;
+pub mod writer;
+
+pub use delivery::AckTracker;
+pub use outbox::{Outbound, Outbox};
+pub use writer::close;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt;
+use rand::Rng;
+use tokio::time::sleep_until;
+
+use crate::auth::Claims;
+use crate::chains::ChainEvent;
+use crate::hub::ConnId;
+use crate::metrics;
+use crate::node::Node;
+use crate::protocol::{reply, Namespace};
+use limits::{ErrorBudget, TokenBucket};
+use subscriptions::{relevant, Subscriptions};
+
+/// What the upgrade handler knows about a new connection.
+pub struct SessionInit {
+    pub claims: Claims,
+    pub ack_mode: bool,
+}
+
+/// The reader side's state for one connection.
+struct Session {
+    node: Arc<Node>,
+    conn: ConnId,
+    outbox: Outbox,
+    subs: Subscriptions,
+    bucket: TokenBucket,
+    errors: ErrorBudget,
+    acks: Option<AckTracker>,
+    last_seen: Instant,
+}
+
+/// Why the reader loop stopped; decides the close frame.
+enum Stop {
+    Close(u16, &'static str, &'static str),
+    Gone,
+}
+
+/// Runs a connection to its end.
+pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
+    let settings = node.settings.clone();
+    let (sink, mut stream) = socket.split();
+    let (outbox, rx) = Outbox::new(settings.server.max_queue_bytes, init.ack_mode);
+    let acks = init.ack_mode.then(|| {
+        AckTracker::new(
+            settings.delivery.ack_timeout,
+            settings.delivery.max_retries,
+            settings.delivery.max_unacked,
+        )
+    });
+    let writer = tokio::spawn(writer::run(sink, rx, outbox.clone(), acks.clone()));
+    let conn = node.next_conn_id();
+    let session_id = uuid::Uuid::new_v4().to_string();
+    outbox.push(Outbound::Text(reply::session_created(&session_id)));
+    metrics::get().connections_open.increment(1.0);
+    tracing::debug!(conn, %session_id, sub = %init.claims.sub, ack = init.ack_mode, "Session started.");
+
+    let mut session = Session {
+        node: node.clone(),
+        conn,
+        outbox: outbox.clone(),
+        subs: Subscriptions::default(),
+        bucket: TokenBucket::new(settings.limits.requests_per_second, settings.limits.request_burst),
+        errors: ErrorBudget::new(settings.limits.errors_per_minute, Duration::from_secs(60)),
+        acks,
+        last_seen: Instant::now(),
+    };
+
+    let ping_every = settings.server.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let expiry = tokio::time::Instant::now() + until_expiry(init.claims.exp);
+    let mut chain_events = node.chains.events();
+    let drain = node.shutdown.clone();
+    let drain_at = async {
+        drain.draining().await;
+        let window = settings.server.drain_window.mul_f64(0.8);
+        let delay = rand::thread_rng().gen_range(Duration::ZERO..=window);
+        tokio::time::sleep(delay).await;
+    };
+    tokio::pin!(drain_at);
+
+    let stop = loop {
+        let ack_due = session.acks.as_ref().and_then(AckTracker::next_due);
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(msg)) => {
+                    session.last_seen = Instant::now();
+                    if let Some(stop) = session.on_frame(msg).await {
+                        break stop;
+                    }
+                }
+                Some(Err(e)) => break classify_read_error(e),
+                None => break Stop::Gone,
+            },
+            _ = ping.tick() => {
+                if session.last_seen.elapsed() > ping_every * 2 + ping_every / 2 {
+                    break Stop::Close(close::PING_TIMEOUT, "ping timeout: no pong received", "ping_timeout");
+                }
+                session.outbox.push(Outbound::Ping);
+            }
+            _ = sleep_until(expiry) => break Stop::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token", "token_expired"),
+            event = chain_events.recv() => match event {
+                Ok(event) => session.on_chain_event(&event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => session.resync_chains(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
+            _ = sleep_until_opt(ack_due) => {
+                if let Some(stop) = session.on_ack_timer() {
+                    break stop;
+                }
+            }
+            _ = &mut drain_at => {
+                session.send_down_for_all();
+                break Stop::Close(close::RESTART, "server restart: reconnect", "drain");
+            }
+            _ = outbox.closing() => break Stop::Gone,
+        }
+    };
+
+    if let Stop::Close(code, reason, label) = stop {
+        metrics::disconnect(label);
+        session.outbox.close(code, reason);
+    }
+    session.cleanup();
+    drop(session);
+    // The writer ends after the close frame, or when every outbox handle is gone.
+    drop(outbox);
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    metrics::get().connections_open.decrement(1.0);
+    tracing::debug!(conn, "Session ended.");
+}
+
+fn until_expiry(exp: u64) -> Duration {
+    let now_ms = crate::protocol::now_ms().max(0) as u64;
+    Duration::from_millis((exp.saturating_mul(1000)).saturating_sub(now_ms))
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn classify_read_error(e: axum::Error) -> Stop {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+    match e.into_inner().downcast::<WsError>() {
+        Ok(ws) => match *ws {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                Stop::Close(close::TOO_BIG, "message too big", "too_big")
+            }
+            WsError::Utf8(_) => Stop::Close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8", "invalid_utf8"),
+            _ => Stop::Gone,
+        },
+        Err(_) => Stop::Gone,
+    }
+}
+
+// === Session ===
+
+impl Session {
+    async fn on_frame(&mut self, msg: Message) -> Option<Stop> {
+        match msg {
+            Message::Text(text) => self.on_text(&text).await,
+            Message::Binary(_) => Some(Stop::Close(
+                close::UNSUPPORTED_DATA,
+                "binary frames are not supported: send JSON text frames",
+                "binary",
+            )),
+            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Close(_) => Some(Stop::Gone),
+        }
+    }
+
+    fn on_chain_event(&mut self, event: &ChainEvent) {
+        for (ns, selectors) in self.subs.selectors() {
+            for up in [false, true] {
+                let changed = event.changes.iter().filter(|(_, u)| *u == up).map(|(c, _)| c);
+                let ids = relevant(&selectors, changed);
+                self.send_status(ns, &ids, up);
+            }
+        }
+    }
+
+    /// After missed events, tell the current status of every relevant chain.
+    fn resync_chains(&mut self) {
+        let up = self.node.chains.up_chains();
+        for (ns, selectors) in self.subs.selectors() {
+            self.send_status(ns, &relevant(&selectors, up.iter()), true);
+        }
+    }
+
+    fn send_down_for_all(&mut self) {
+        let up = self.node.chains.up_chains();
+        for (ns, selectors) in self.subs.selectors() {
+            self.send_status(ns, &relevant(&selectors, up.iter()), false);
+        }
+    }
+
+    fn send_status(&self, ns: Namespace, chain_ids: &[String], up: bool) {
+        if chain_ids.is_empty() {
+            return;
+        }
+        if self.outbox.push(Outbound::Text(reply::system_notification(ns, chain_ids, up))) {
+            metrics::system_notifications(up, 1);
+        }
+    }
+
+    fn on_ack_timer(&mut self) -> Option<Stop> {
+        let acks = self.acks.as_ref()?;
+        match acks.expire(Instant::now()) {
+            delivery::Expired::GiveUp => {
+                metrics::delivery_failure("ack_timeout");
+                Some(Stop::Close(close::ACK_TIMEOUT, "ack timeout: resume from your last acknowledged position", "ack_timeout"))
+            }
+            delivery::Expired::Resend(items) => {
+                metrics::redeliveries(items.len() as u64);
+                for item in items {
+                    self.outbox.push(item);
+                }
+                None
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        let held = self.subs.drain();
+        let m = metrics::get();
+        let mut ids = std::collections::HashSet::new();
+        let mut identities = std::collections::HashSet::new();
+        for (id, h) in &held {
+            self.node.hub.unsubscribe(&h.key, self.conn, id, &h.sent);
+            ids.insert(id.clone());
+            identities.insert(h.identity.clone());
+        }
+        m.subscriptions_active.decrement(ids.len() as f64);
+        m.channels_active.decrement(identities.len() as f64);
+    }
+}

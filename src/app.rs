@@ -1,0 +1,79 @@
+//! Starting and stopping a gateway: build the node from settings, bind, serve, drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::auth::Verifier;
+use crate::chains::Chains;
+use crate::config::Settings;
+use crate::node::Node;
+use crate::shutdown::Shutdown;
+use crate::{http, metrics, server};
+
+/// The gateway could not start; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+/// A started gateway.
+pub struct Gateway {
+    pub node: Arc<Node>,
+    pub addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Builds the node and binds the listener.
+    pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
+        let handle = metrics::install().map_err(StartError::Metrics)?;
+        let settings = Arc::new(settings);
+        let verifier = Verifier::new(&settings.auth).map_err(|e| StartError::Config(format!("auth: {e}")))?;
+        let chains = Chains::new(settings.chains.clone()).map_err(StartError::Config)?;
+        let shutdown = Shutdown::new();
+        let node = Arc::new(Node::new(settings.clone(), chains.clone(), verifier, shutdown.clone()));
+        tokio::spawn(chains.run(shutdown.stop_token()));
+
+        let listener = TcpListener::bind(&settings.server.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: settings.server.listen.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.server.listen.clone(),
+            source,
+        })?;
+        let router = http::router(node.clone(), handle);
+        let server = tokio::spawn(server::serve(
+            listener,
+            router,
+            settings.server.clone(),
+            shutdown.stop_token(),
+        ));
+        Ok(Gateway { node, addr, server })
+    }
+
+    /// Drains: refuses new upgrades, closes sessions spread over the drain window, then stops.
+    pub async fn drain(self) {
+        let shutdown = self.node.shutdown.clone();
+        let window = self.node.settings.server.drain_window;
+        tracing::info!(window_ms = window.as_millis() as u64, "Draining.");
+        shutdown.start_drain();
+        shutdown.sessions().close();
+        if tokio::time::timeout(window + Duration::from_secs(2), shutdown.sessions().wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Drain window passed with sessions still open; stopping anyway.");
+        }
+        shutdown.stop();
+        let _ = self.server.await;
+        tracing::info!("Stopped.");
+    }
+}

@@ -1,0 +1,72 @@
+//! `POST /v1/publish`: one publication or a batch, validated whole, then published.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::keys::{require, Role};
+use crate::ingest::{self, PublishError, Rejection};
+use crate::metrics;
+use crate::node::Node;
+use crate::protocol::ErrorCode;
+
+pub async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: Body) -> Response {
+    match handle(&node, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::publish_rejected(e.code);
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(node: &Arc<Node>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    require(headers, &node.settings, Role::Publisher)?;
+    let limit = node.settings.publish.max_body_bytes;
+    let bytes = read_body(body, limit).await?;
+    let items = ingest::validate(&bytes, node.settings.publish.max_batch).map_err(|r| match r {
+        Rejection::Body(message) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidPublication, message),
+        Rejection::Items(errors) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidPublication,
+            format!("{} invalid publication(s); nothing was published", errors.len()),
+        )
+        .extra("errors", json!(errors)),
+    })?;
+    let outcomes = ingest::publish(node, items).await.map_err(|e| match e {
+        PublishError::Unavailable(_) => {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StoreUnavailable,
+                format!("{e}; nothing was published: retry later"),
+            );
+            err.retry_after = Some(1);
+            err
+        }
+    })?;
+    Ok((StatusCode::OK, Json(json!({"accepted": outcomes.len(), "publications": outcomes}))).into_response())
+}
+
+/// Reads the body up to `limit` bytes; larger bodies are a 413 with a JSON body.
+pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_big {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge,
+                format!("body is larger than {limit} bytes (publish.max_body_bytes): split the batch"),
+            )
+        } else {
+            ApiError::bad_request(format!("could not read the body: {e}"))
+        }
+    })
+}

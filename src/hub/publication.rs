@@ -1,0 +1,163 @@
+//! A publication ready for fan-out: its payload is serialised once, and every recipient's
+//! frame is that shared tail with the recipient's subscription id and channel spliced in
+//! front (both are JSON-safe by construction, so nothing is re-serialised or escaped).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::{now_ms, Namespace};
+
+/// Where a publication sits in its durable stream (account activity with a history).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// One publication, shared by every recipient through an `Arc`.
+#[derive(Debug)]
+pub struct Publication {
+    pub namespace: Namespace,
+    /// Hub key: the account stream key, or the normalised market-data key.
+    pub key: String,
+    /// The concrete chain reference (account activity) used to filter concrete subscriptions.
+    pub chain_reference: String,
+    /// The canonical channel, sent to account-activity subscribers.
+    pub channel: Arc<str>,
+    /// Stream position and message id when the publication is durable.
+    pub durable: Option<Durable>,
+    /// `"data":<payload>,"timestamp":<ms>}`: the shared end of every frame.
+    tail: Bytes,
+    /// When the publish API accepted it (delivery latency is measured from here).
+    pub accepted_at: Instant,
+}
+
+/// The durable identity of a publication: the same on every redelivery, replay and restart.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    pub message_id: Arc<str>,
+    pub position: Position,
+    /// `"messageId":"…","position":{…},`: spliced into frames for ack-mode connections.
+    head: Bytes,
+}
+
+const PREFIX: &[u8] = br#"{"event":"data","subscriptionId":""#;
+const MID: &[u8] = br#"","channel":""#;
+const AFTER_CHANNEL: &[u8] = br#"","#;
+const REDELIVERED: &[u8] = br#""redelivered":true,"#;
+
+// === Publication ===
+
+impl Publication {
+    /// Builds a publication from its payload's JSON text (already validated as an object).
+    pub fn new(
+        namespace: Namespace,
+        key: String,
+        chain_reference: String,
+        channel: Arc<str>,
+        payload_json: &str,
+        durable: Option<Durable>,
+        accepted_at: Instant,
+    ) -> Self {
+        let mut tail = BytesMut::with_capacity(payload_json.len() + 32);
+        tail.put_slice(br#""data":"#);
+        tail.put_slice(payload_json.as_bytes());
+        tail.put_slice(br#","timestamp":"#);
+        tail.put_slice(itoa::Buffer::new().format(now_ms()).as_bytes());
+        tail.put_u8(b'}');
+        Self {
+            namespace,
+            key,
+            chain_reference,
+            channel,
+            durable,
+            tail: tail.freeze(),
+            accepted_at,
+        }
+    }
+
+    /// The frame's length for `sub_id` and `channel`, used to account for queued bytes.
+    pub fn frame_len(&self, sub_id: &str, channel: &str, ack: bool) -> usize {
+        let head = match (&self.durable, ack) {
+            (Some(d), true) => d.head.len() + REDELIVERED.len(),
+            _ => 0,
+        };
+        PREFIX.len() + sub_id.len() + MID.len() + channel.len() + AFTER_CHANNEL.len() + head + self.tail.len()
+    }
+
+    /// Writes one recipient's frame. `ack` adds `messageId` and `position` (if durable).
+    pub fn frame(&self, sub_id: &str, channel: &str, ack: bool, redelivered: bool) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.frame_len(sub_id, channel, ack));
+        buf.put_slice(PREFIX);
+        buf.put_slice(sub_id.as_bytes());
+        buf.put_slice(MID);
+        buf.put_slice(channel.as_bytes());
+        buf.put_slice(AFTER_CHANNEL);
+        if let (Some(d), true) = (&self.durable, ack) {
+            buf.put_slice(&d.head);
+            if redelivered {
+                buf.put_slice(REDELIVERED);
+            }
+        }
+        buf.put_slice(&self.tail);
+        buf.freeze()
+    }
+}
+
+// === Durable ===
+
+impl Durable {
+    pub fn new(position: Position) -> Self {
+        let message_id: Arc<str> = message_id(&position).into();
+        let head = format!(
+            r#""messageId":"{message_id}","position":{{"epoch":"{}","offset":{}}},"#,
+            position.epoch, position.offset
+        );
+        Self {
+            message_id,
+            position,
+            head: Bytes::from(head),
+        }
+    }
+}
+
+/// The message id of the publication at `position`: `<epoch>-<offset>`. Epochs are random
+/// per stream, so the id is unique across streams and stable across restarts.
+pub fn message_id(position: &Position) -> String {
+    format!("{}-{}", position.epoch, position.offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_splice_id_and_channel_into_valid_json() {
+        let p = Publication::new(
+            Namespace::AccountActivity,
+            "k".into(),
+            "8453".into(),
+            "account-activity.v1.eip155:8453:0xabc".into(),
+            r#"{"address":"0xabc","n":1}"#,
+            Some(Durable::new(Position { epoch: "e1".into(), offset: 5 })),
+            Instant::now(),
+        );
+        let plain = p.frame("s1", &p.channel, false, false);
+        let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(v["event"], "data");
+        assert_eq!(v["subscriptionId"], "s1");
+        assert_eq!(v["channel"], "account-activity.v1.eip155:8453:0xabc");
+        assert_eq!(v["data"], serde_json::json!({"address":"0xabc","n":1}));
+        assert!(v.get("messageId").is_none());
+        assert_eq!(plain.len(), p.frame_len("s1", &p.channel, false));
+
+        let acked = p.frame("s2", "c", true, true);
+        let v: serde_json::Value = serde_json::from_slice(&acked).unwrap();
+        assert_eq!(v["messageId"], "e1-5");
+        assert_eq!(v["position"], serde_json::json!({"epoch":"e1","offset":5}));
+        assert_eq!(v["redelivered"], true);
+        assert!(acked.len() <= p.frame_len("s2", "c", true));
+    }
+}

@@ -1,0 +1,123 @@
+//! The local subscription registry: hub key → subscribers, sharded so that fan-out of
+//! different channels never contends and a subscribe only locks one shard.
+//!
+//! Locks are `parking_lot` read/write locks held for a map lookup and a loop of
+//! non-blocking `Outbox::push` calls, never across an `.await`.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::Publication;
+use crate::protocol::Namespace;
+use crate::session::{Outbound, Outbox};
+
+const SHARDS: usize = 64;
+
+/// Identifies one connection on this node.
+pub type ConnId = u64;
+
+/// One subscription of one connection to one channel.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub conn: ConnId,
+    pub subscription_id: Arc<str>,
+    /// The channel as the client sent it (echoed verbatim for market data).
+    pub channel: Arc<str>,
+    /// `Some(reference)` for a concrete-chain account subscription; `None` matches every chain.
+    pub chain_reference: Option<Arc<str>>,
+    pub outbox: Outbox,
+}
+
+/// Sharded map of hub key → subscribers.
+pub struct Registry {
+    shards: Box<[RwLock<HashMap<String, Vec<Subscriber>>>]>,
+    hasher: RandomState,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Vec<Subscriber>>> {
+        let h = self.hasher.hash_one(key) as usize;
+        &self.shards[h % SHARDS]
+    }
+
+    /// Adds a subscriber. Returns true when this is the key's first subscriber on this node
+    /// (the moment to start listening for the key on a cluster broker).
+    pub fn insert(&self, key: &str, sub: Subscriber) -> bool {
+        let mut shard = self.shard(key).write();
+        match shard.get_mut(key) {
+            Some(list) => {
+                list.push(sub);
+                false
+            }
+            None => {
+                shard.insert(key.to_owned(), vec![sub]);
+                true
+            }
+        }
+    }
+
+    /// Removes one connection's subscription from a key. Returns true when the key has no
+    /// subscriber left on this node.
+    pub fn remove(&self, key: &str, conn: ConnId, subscription_id: &str, channel: &str) -> bool {
+        let mut shard = self.shard(key).write();
+        let Some(list) = shard.get_mut(key) else {
+            return false;
+        };
+        list.retain(|s| {
+            !(s.conn == conn && &*s.subscription_id == subscription_id && &*s.channel == channel)
+        });
+        if list.is_empty() {
+            shard.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Queues the publication for every matching subscriber; returns how many were queued.
+    pub fn fan_out(&self, publication: &Arc<Publication>) -> usize {
+        let shard = self.shard(&publication.key).read();
+        let Some(list) = shard.get(&publication.key) else {
+            return 0;
+        };
+        let mut queued = 0;
+        for sub in list {
+            if let Some(chain) = &sub.chain_reference {
+                if **chain != *publication.chain_reference {
+                    continue;
+                }
+            }
+            let channel = match publication.namespace {
+                Namespace::AccountActivity => publication.channel.clone(),
+                Namespace::MarketData => sub.channel.clone(),
+            };
+            let item = Outbound::Push {
+                publication: publication.clone(),
+                subscription_id: sub.subscription_id.clone(),
+                channel,
+                redelivered: false,
+            };
+            if sub.outbox.push(item) {
+                queued += 1;
+            }
+        }
+        queued
+    }
+
+    /// Number of keys with at least one subscriber.
+    pub fn key_count(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+}

@@ -1,0 +1,149 @@
+//! Prometheus metrics: names, help texts and the handles used on the hot path.
+//!
+//! Handles for the hot path are registered once and kept here, so a delivery costs an atomic
+//! add, not a registry lookup. Labels are bounded sets (namespace, reason, code, chain id from
+//! the chain registry); never an address, a channel or a subscriber.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::protocol::Namespace;
+
+/// Hot-path handles.
+pub struct Metrics {
+    pub connections_open: Gauge,
+    pub subscriptions_active: Gauge,
+    pub channels_active: Gauge,
+    pub slow_consumer_disconnects: Counter,
+    pub delivery_latency: Histogram,
+    delivered_account: Counter,
+    delivered_market: Counter,
+    published_account: Counter,
+    published_market: Counter,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The hot-path handles (registered on first use).
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::register)
+}
+
+/// Installs the Prometheus recorder once per process and returns its render handle.
+pub fn install() -> Result<PrometheusHandle, String> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    describe();
+    let _ = HANDLE.set(handle.clone());
+    Ok(HANDLE.get().cloned().unwrap_or(handle))
+}
+
+impl Metrics {
+    fn register() -> Self {
+        Self {
+            connections_open: gauge!("gateway_connections_open"),
+            subscriptions_active: gauge!("gateway_subscriptions_active"),
+            channels_active: gauge!("gateway_channels_active"),
+            slow_consumer_disconnects: counter!("gateway_slow_consumer_disconnects_total"),
+            delivery_latency: histogram!("gateway_delivery_latency_seconds"),
+            delivered_account: counter!("gateway_notifications_delivered_total", "namespace" => Namespace::AccountActivity.as_str()),
+            delivered_market: counter!("gateway_notifications_delivered_total", "namespace" => Namespace::MarketData.as_str()),
+            published_account: counter!("gateway_publications_total", "namespace" => Namespace::AccountActivity.as_str()),
+            published_market: counter!("gateway_publications_total", "namespace" => Namespace::MarketData.as_str()),
+        }
+    }
+
+    pub fn published(&self, ns: Namespace, n: u64) {
+        match ns {
+            Namespace::AccountActivity => self.published_account.increment(n),
+            Namespace::MarketData => self.published_market.increment(n),
+        }
+    }
+
+    /// Counted when queued for fan-out (the per-publication total, not per frame).
+    pub fn fanned_out(&self, _ns: Namespace, _n: usize) {}
+
+    /// One frame written to a client.
+    pub fn delivered(&self, ns: Namespace, latency: Duration) {
+        match ns {
+            Namespace::AccountActivity => self.delivered_account.increment(1),
+            Namespace::MarketData => self.delivered_market.increment(1),
+        }
+        self.delivery_latency.record(latency.as_secs_f64());
+    }
+}
+
+/// A connection attempt's outcome: accepted, unauthorized, draining.
+pub fn connection_attempt(result: &'static str) {
+    counter!("gateway_connection_attempts_total", "result" => result).increment(1);
+}
+
+/// An error reply to a client, by code.
+pub fn protocol_error(code: &'static str) {
+    counter!("gateway_protocol_errors_total", "code" => code).increment(1);
+}
+
+/// A connection closed by the server, by reason.
+pub fn disconnect(reason: &'static str) {
+    counter!("gateway_disconnects_total", "reason" => reason).increment(1);
+}
+
+/// A chain's status: 1 up, 0 down.
+pub fn chain_status(chain: &str, up: bool) {
+    gauge!("gateway_chain_status", "chain" => chain.to_owned()).set(if up { 1.0 } else { 0.0 });
+}
+
+/// A system notification sent to clients, by status.
+pub fn system_notifications(up: bool, n: u64) {
+    counter!("gateway_system_notifications_total", "status" => if up { "up" } else { "down" }).increment(n);
+}
+
+/// A rejected publish request, by code.
+pub fn publish_rejected(code: &'static str) {
+    counter!("gateway_publish_rejected_total", "code" => code).increment(1);
+}
+
+fn describe() {
+    describe_gauge!("gateway_connections_open", "WebSocket connections currently open");
+    describe_counter!("gateway_connection_attempts_total", "WebSocket upgrade attempts by result");
+    describe_gauge!("gateway_subscriptions_active", "Subscription ids currently held by clients");
+    describe_gauge!("gateway_channels_active", "Channels currently subscribed (per connection, distinct)");
+    describe_counter!("gateway_publications_total", "Publications accepted by the publish API, by namespace");
+    describe_counter!("gateway_notifications_delivered_total", "Push frames written to clients, by namespace");
+    describe_histogram!("gateway_delivery_latency_seconds", "Time from publish accepted to push frame written");
+    describe_counter!("gateway_slow_consumer_disconnects_total", "Connections closed with 1013 because their outbound queue overflowed");
+    describe_counter!("gateway_protocol_errors_total", "Error replies sent to clients, by code");
+    describe_counter!("gateway_auth_failures_total", "Rejected client tokens, by reason");
+    describe_gauge!("gateway_chain_status", "Chain status: 1 up, 0 down");
+    describe_counter!("gateway_system_notifications_total", "System notifications sent to clients, by status");
+    describe_counter!("gateway_disconnects_total", "Connections closed by the server, by reason");
+    describe_counter!("gateway_publish_rejected_total", "Publish requests rejected, by code");
+}
+
+/// Acks that matched a pending push.
+pub fn acks(n: u64) {
+    counter!("gateway_acks_total").increment(n);
+}
+
+/// Pushes sent again because no ack came in time.
+pub fn redeliveries(n: u64) {
+    counter!("gateway_redeliveries_total").increment(n);
+}
+
+/// A delivery given up, by reason (ack_timeout, unacked_overflow).
+pub fn delivery_failure(reason: &'static str) {
+    counter!("gateway_delivery_failures_total", "reason" => reason).increment(1);
+}

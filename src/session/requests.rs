@@ -1,0 +1,185 @@
+//! Client requests on a session: subscribe, unsubscribe, ack, and the error replies.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::subscriptions::{relevant, Held};
+use super::{Outbound, Session, Stop};
+use crate::hub::Subscriber;
+use crate::metrics;
+use crate::protocol::request::{self, Request, WirePosition};
+use crate::protocol::{reply, Channel, ErrorCode, Namespace};
+
+impl Session {
+    pub(super) async fn on_text(&mut self, text: &str) -> Option<Stop> {
+        let request = match request::parse(text) {
+            Ok(r) => r,
+            Err(e) => return self.error(e.request_id.as_deref(), e.code, &e.message),
+        };
+        if let Request::Ack { message_ids } = request {
+            // Acks are not requests: no reply, no rate limit, unknown ids ignored.
+            if let Some(acks) = &self.acks {
+                let n = acks.ack(message_ids.iter().map(String::as_str));
+                metrics::acks(n as u64);
+            }
+            return None;
+        }
+        if !self.bucket.try_take(Instant::now()) {
+            let id = match &request {
+                Request::Subscribe { request_id, .. } | Request::Unsubscribe { request_id, .. } => Some(request_id.as_str()),
+                Request::Ack { .. } => None,
+            };
+            return self.error(id, ErrorCode::RateLimited, "too many requests: slow down (see limits.requests_per_second)");
+        }
+        match request {
+            Request::Subscribe { request_id, channels, positions } => self.subscribe(&request_id, channels, positions).await,
+            Request::Unsubscribe { request_id, subscription, channels } => {
+                self.unsubscribe(&request_id, subscription.as_deref(), &channels);
+                None
+            }
+            Request::Ack { .. } => None,
+        }
+    }
+
+    /// Sends an error reply and charges the error budget; over budget, the connection closes.
+    pub(super) fn error(&mut self, request_id: Option<&str>, code: ErrorCode, message: &str) -> Option<Stop> {
+        metrics::protocol_error(code.as_str());
+        self.outbox.push(Outbound::Text(reply::error(request_id, code, message)));
+        if self.errors.record(Instant::now()) {
+            None
+        } else {
+            Some(Stop::Close(super::close::POLICY, "too many protocol errors", "error_budget"))
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        request_id: &str,
+        channels: Vec<String>,
+        positions: HashMap<String, WirePosition>,
+    ) -> Option<Stop> {
+        let limits = &self.node.settings.limits;
+        if channels.len() > limits.max_channels_per_request {
+            let msg = format!(
+                "{} channels in one request; at most {} are allowed (limits.max_channels_per_request): split the request",
+                channels.len(),
+                limits.max_channels_per_request
+            );
+            return self.error(Some(request_id), ErrorCode::TooManyChannels, &msg);
+        }
+        let mut held: Vec<Held> = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
+        let mut errors = Map::new();
+        let mut seen = HashSet::new();
+        for sent in &channels {
+            match Channel::parse(sent) {
+                Ok(channel) => {
+                    let h = Held::new(sent, channel);
+                    if seen.insert(h.identity.clone()) {
+                        held.push(h);
+                    }
+                }
+                Err(e) => {
+                    if !failed.contains(sent) {
+                        failed.push(sent.clone());
+                    }
+                    errors.insert(sent.clone(), json!({"code": ErrorCode::InvalidChannel.as_str(), "message": e.to_string()}));
+                }
+            }
+        }
+        let new = self.subs.new_identities(held.iter().map(|h| h.identity.as_str()));
+        let max = limits.max_subscriptions_per_connection;
+        if self.subs.channel_count() + new > max {
+            let msg = format!(
+                "this subscribe would hold {} channels on the connection; at most {max} are allowed (limits.max_subscriptions_per_connection): unsubscribe some first",
+                self.subs.channel_count() + new
+            );
+            return self.error(Some(request_id), ErrorCode::TooManySubscriptions, &msg);
+        }
+        if !failed.is_empty() {
+            metrics::protocol_error(ErrorCode::InvalidChannel.as_str());
+        }
+        let succeeded: Vec<String> = held.iter().map(|h| h.sent.to_string()).collect();
+        let mut extra = Map::new();
+        if !errors.is_empty() {
+            extra.insert("errors".into(), Value::Object(errors));
+        }
+        if held.is_empty() {
+            self.outbox.push(Outbound::Text(reply::subscribed(request_id, None, &succeeded, &failed, extra)));
+            return None;
+        }
+
+        let subscription_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+        let resume = self.prepare_resume(&held, &positions, &mut extra).await;
+        // Register for live delivery before the reply: nothing published after this point
+        // can be missed. In ack mode with resume, live pushes are held back until the replay.
+        for h in &held {
+            self.node.hub.subscribe(
+                &h.key,
+                Subscriber {
+                    conn: self.conn,
+                    subscription_id: subscription_id.clone(),
+                    channel: h.sent.clone(),
+                    chain_reference: h.chain_filter(),
+                    outbox: self.outbox.clone(),
+                },
+            );
+        }
+        let m = metrics::get();
+        m.subscriptions_active.increment(1.0);
+        m.channels_active.increment(new as f64);
+        let selectors: Vec<(Namespace, Held)> = held.iter().map(|h| (h.channel.namespace(), h.clone())).collect();
+        self.subs.insert(subscription_id.clone(), held);
+        self.outbox.push(Outbound::Text(reply::subscribed(
+            request_id,
+            Some(&subscription_id),
+            &succeeded,
+            &failed,
+            extra,
+        )));
+        self.send_up_after_subscribe(&selectors);
+        self.replay(&subscription_id, resume).await
+    }
+
+    /// The `up` notification right after a subscribe: the chains up now that concern it.
+    fn send_up_after_subscribe(&self, held: &[(Namespace, Held)]) {
+        let up = self.node.chains.up_chains();
+        for ns in [Namespace::AccountActivity, Namespace::MarketData] {
+            let selectors = held
+                .iter()
+                .filter(|(n, _)| *n == ns)
+                .map(|(_, h)| h.channel.chain().clone())
+                .collect();
+            self.send_status(ns, &relevant(&selectors, up.iter()), true);
+        }
+    }
+
+    fn unsubscribe(&mut self, request_id: &str, subscription: Option<&str>, channels: &[String]) {
+        let removed = match subscription {
+            Some(id) => self.subs.remove(id, channels),
+            None => Vec::new(),
+        };
+        if let Some(id) = subscription {
+            for h in &removed {
+                self.node.hub.unsubscribe(&h.key, self.conn, id, &h.sent);
+            }
+        }
+        let m = metrics::get();
+        if !removed.is_empty() && subscription.is_some_and(|id| !self.subs.holds(id)) {
+            m.subscriptions_active.decrement(1.0);
+        }
+        let gone = removed.iter().filter(|h| !self.subs.holds_identity(&h.identity)).count();
+        m.channels_active.decrement(gone as f64);
+        // Unsubscribe always succeeds: the real client never subscribes new accounts if its
+        // unsubscribe is refused. Echo what was asked for, or what was removed.
+        let succeeded: Vec<String> = if channels.is_empty() {
+            removed.iter().map(|h| h.sent.to_string()).collect()
+        } else {
+            channels.to_vec()
+        };
+        self.outbox.push(Outbound::Text(reply::unsubscribed(request_id, &succeeded)));
+    }
+}

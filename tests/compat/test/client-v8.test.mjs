@@ -1,0 +1,4 @@
+// Compatibility suite against the real @metamask/core-backend client (v8).
+import { defineSuite } from '../lib/suite.mjs';
+
+defineSuite('v8');
