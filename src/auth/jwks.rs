@@ -68,8 +68,8 @@ struct State {
     last_attempt: Option<Instant>,
     /// Whether the last attempt succeeded: tells "unknown kid" from "JWKS unavailable".
     last_ok: bool,
-    /// Bumped on every attempt. A task that waited on the gate compares it with what it saw
-    /// before waiting, and skips its own fetch if someone else fetched meanwhile.
+    /// Bumped when an attempt completes. A task that waited on the gate compares it with
+    /// what it saw before waiting, and skips its own fetch if someone else fetched meanwhile.
     attempts: u64,
 }
 
@@ -169,11 +169,14 @@ impl Jwks {
             {
                 return;
             }
-            state.attempts += 1;
             state.last_attempt = Some(Instant::now());
         }
         let fetched = self.fetch().await;
         let mut state = self.state.write();
+        // Bumped only now, together with the new keys: a task that looked the cache up
+        // while this fetch was in flight saw the old count and the old keys, so it will
+        // skip its own fetch and read ours.
+        state.attempts += 1;
         match fetched {
             Ok(keys) => {
                 debug!(url = %self.url, keys = keys.len(), "JWKS fetched.");

@@ -349,6 +349,16 @@ mod tests {
     }
 
     #[test]
+    fn verifier_and_its_future_can_cross_threads() {
+        // axum handlers need both; a lock guard held across `.await` would break the second.
+        fn is_send_sync<T: Send + Sync>(_: &T) {}
+        fn is_send<T: Send>(_: &T) {}
+        let verifier = Verifier::new(&hs_config()).unwrap();
+        is_send_sync(&verifier);
+        is_send(&verifier.verify("token"));
+    }
+
+    #[test]
     fn debug_hides_the_secret() {
         let verifier = Verifier::new(&hs_config()).unwrap();
         assert!(!format!("{verifier:?}").contains("0123456789"));
