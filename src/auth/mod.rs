@@ -1,1 +1,34 @@
-//! (to be written)
+//! Client token verification: decides whether a JWT presented by a wallet client is
+//! genuine, current and meant for this gateway, and who it was issued to.
+//!
+//! # Layout
+//! - [`config`]: the `[auth]` settings ([`AuthConfig`]).
+//! - [`verifier`]: [`Verifier`], token in, [`Claims`] or [`AuthError`] out.
+//! - `token`: the unverified first look at a token (shape, `alg`, `kid`).
+//! - `jwks`: the JWKS cache, with rate-limited, single-flight refresh.
+//! - [`error`]: [`AuthError`] (wire code, metric reason, client message),
+//!   [`AuthSetupError`], and [`record_failure`], the one place refusals are counted.
+//! - [`mint`]: [`mint_hs256`], for the `token` command and dev mode.
+//!
+//! # Keys and algorithms
+//! The accepted algorithms follow from the configured keys: HS256 with `hs256_secret`,
+//! RS256 with an RSA PEM or a JWKS, ES256 with a P-256 PEM or a JWKS. A token carrying a
+//! `kid` is checked against the JWKS key of that `kid` when a JWKS is configured; otherwise
+//! against the static key for its algorithm. Nothing else is accepted, `alg: none` least of all.
+//!
+//! # Metrics
+//! `gateway_auth_failures_total{reason}` counts refused tokens, `reason` being
+//! [`AuthError::reason`]. [`Verifier::verify`] counts its own failures; the HTTP layer calls
+//! [`record_failure`] for [`AuthError::Missing`].
+
+pub mod config;
+pub mod error;
+mod jwks;
+pub mod mint;
+mod token;
+pub mod verifier;
+
+pub use config::AuthConfig;
+pub use error::{record_failure, AuthError, AuthSetupError};
+pub use mint::mint_hs256;
+pub use verifier::{Claims, Verifier};
