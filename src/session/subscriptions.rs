@@ -56,10 +56,6 @@ impl Subscriptions {
         self.identities.len()
     }
 
-    pub fn subscription_count(&self) -> usize {
-        self.by_id.len()
-    }
-
     /// How many of `identities` are not held yet.
     pub fn new_identities<'a>(&self, identities: impl Iterator<Item = &'a str>) -> usize {
         identities.filter(|i| !self.identities.contains_key(*i)).count()

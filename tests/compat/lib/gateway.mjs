@@ -79,7 +79,10 @@ export class Gateway {
       GATEWAY__ADMIN__API_KEYS: this.adminKey,
       GATEWAY__CHAINS__KNOWN: KNOWN_CHAINS.join(','),
       GATEWAY__CHAINS__STALE_AFTER: '60s',
-      GATEWAY__STORAGE__URL: `sqlite://${path.join(this.tmpdir, 'gw.db')}`,
+      // COMPAT_NO_STORAGE=1 omits it, for gateway builds without a `storage` section.
+      ...(process.env.COMPAT_NO_STORAGE === '1'
+        ? {}
+        : { GATEWAY__STORAGE__URL: `sqlite://${path.join(this.tmpdir, 'gw.db')}` }),
       RUST_LOG: process.env.RUST_LOG ?? 'info',
       ...this.extraEnv,
     };

@@ -187,6 +187,15 @@ function assertPushEnvelope(frame, { subscriptionId, channel, data }) {
   assert.ok(Math.abs(msg.timestamp - Date.now()) < 60_000, 'push timestamp is ms since epoch');
 }
 
+function toMixedCase(address) {
+  const hex = address.slice(2);
+  let out = '';
+  for (let i = 0; i < hex.length; i += 1) {
+    out += i % 2 ? hex[i].toUpperCase() : hex[i];
+  }
+  return `0x${out}`;
+}
+
 const ALL_UP = ['eip155:1', 'eip155:8453', SOLANA_MAINNET];
 
 export function defineSuite(versionKey) {
@@ -477,7 +486,20 @@ export function defineSuite(versionKey) {
       });
     });
 
-    test(`[${ver}] 9. a bad token is refused at the upgrade (HTTP 401): the client never reaches connected`, async () => {
+    test(`[${ver}] 9. a checksummed (mixed-case) EVM account is served like its lower-case form`, async () => {
+      const mixed = toMixedCase(randomEvmAddress());
+      await scenario(client, { evm: mixed }, async (ctx) => {
+        const { wallet, gateway } = ctx;
+        await wallet.connect();
+        // The client subscribes the address exactly as the account holds it.
+        await waitSubscribed(ctx, expectedChannels(ctx));
+        const msg = evmActivity(mixed.toLowerCase(), { chain: 'eip155:8453' });
+        await gateway.publish(activityChannel('eip155', '8453', mixed.toLowerCase()), msg);
+        await expectActivity(ctx, msg);
+      });
+    });
+
+    test(`[${ver}] 10. a bad token is refused at the upgrade (HTTP 401): the client never reaches connected`, async () => {
       await scenario(client, { getToken: () => mintToken('not-the-secret') }, async (ctx) => {
         const { rec, wallet } = ctx;
         await wallet.connect();

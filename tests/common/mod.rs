@@ -1,0 +1,303 @@
+//! Test harness: runs the real `activity-gateway` binary on an ephemeral loopback port and
+//! talks to it with real WebSocket and HTTP clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const ADDR_A: &str = "0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f";
+pub const ADDR_B: &str = "0x7b07aa000000000000000000000000000000bb02";
+pub const SOL: &str = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM";
+pub const SOL_MAINNET: &str = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp";
+
+/// A running gateway process, killed on drop.
+pub struct TestGateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub secret: String,
+    pub publisher_key: String,
+    pub admin_key: String,
+    pub http: reqwest::Client,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_activity-gateway")
+}
+
+impl TestGateway {
+    /// Starts with the defaults below, overridden by `env`.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let secret = format!("secret-{}", uuid::Uuid::new_v4());
+        let publisher_key = format!("pub-{}", uuid::Uuid::new_v4());
+        let admin_key = format!("adm-{}", uuid::Uuid::new_v4());
+        let mut cmd = Command::new(bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .env("GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+            .env("GATEWAY__AUTH__HS256_SECRET", &secret)
+            .env("GATEWAY__PUBLISH__API_KEYS", &publisher_key)
+            .env("GATEWAY__ADMIN__API_KEYS", &admin_key)
+            .env("GATEWAY__CHAINS__KNOWN", format!("eip155:1,eip155:8453,eip155:137,{SOL_MAINNET}"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (child, addr) = spawn_and_wait(cmd);
+        Self {
+            child,
+            addr,
+            secret,
+            publisher_key,
+            admin_key,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn token(&self, sub: &str, ttl_secs: i64) -> String {
+        let now = chrono_now();
+        sign(&self.secret, &json!({"sub": sub, "iat": now, "exp": now + ttl_secs}))
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/v1?token={token}", self.addr)
+    }
+
+    /// Connects with a fresh valid token and reads `session-created`.
+    pub async fn client(&self) -> WsClient {
+        self.client_at(&self.ws_url(&self.token("wallet", 3600))).await
+    }
+
+    pub async fn client_at(&self, url: &str) -> WsClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let mut c = WsClient { ws };
+        let hello = c.recv().await;
+        assert_eq!(hello["event"], "session-created", "{hello}");
+        assert!(hello["data"]["sessionId"].as_str().is_some_and(|s| !s.is_empty()));
+        c
+    }
+
+    pub async fn publish(&self, body: Value) -> (u16, Value) {
+        self.post("/v1/publish", &self.publisher_key.clone(), body).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("http");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn heartbeat(&self, chain: &str) {
+        let (s, b) = self.post(&format!("/v1/chains/{chain}/heartbeat"), &self.publisher_key.clone(), Value::Null).await;
+        assert_eq!(s, 200, "{b}");
+    }
+
+    pub async fn set_status(&self, chain: &str, status: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .put(self.url(&format!("/v1/chains/{chain}/status")))
+            .bearer_auth(&self.admin_key)
+            .json(&json!({"status": status}))
+            .send()
+            .await
+            .expect("http");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(self.url(path)).send().await.expect("http");
+        let s = r.status().as_u16();
+        (s, r.text().await.unwrap_or_default())
+    }
+
+    /// The value of a metric line (name with labels exactly as rendered), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns the command with piped stdout and waits for `listening on ADDR`.
+pub fn spawn_and_wait(mut cmd: Command) -> (Child, SocketAddr) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn gateway");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("gateway did not print `listening on` within 20 s");
+    (child, addr.parse().expect("addr"))
+}
+
+pub fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn sign(secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A plain WebSocket client.
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What ended a connection.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    Close(u16, String),
+    Dropped,
+}
+
+impl WsClient {
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string().into())).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::Text(s.to_owned().into())).await.expect("send");
+    }
+
+    /// Next text frame as JSON (5 s timeout).
+    pub async fn recv(&mut self) -> Value {
+        self.recv_within(Duration::from_secs(5)).await.expect("no message within 5 s")
+    }
+
+    pub async fn recv_within(&mut self, d: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            match msg {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("json")),
+                Ok(Message::Close(f)) => panic!("closed while waiting for a message: {f:?}"),
+                Ok(_) => continue,
+                Err(e) => panic!("error while waiting for a message: {e}"),
+            }
+        }
+    }
+
+    /// Asserts that no text frame arrives within `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(d, self.ws.next()).await {
+            panic!("unexpected message: {t}");
+        }
+    }
+
+    /// Reads until the connection ends; returns the close code, skipping data frames.
+    pub async fn closed(&mut self, within: Duration) -> Ended {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("connection still open after {within:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return Ended::Dropped,
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    return match f {
+                        Some(CloseFrame { code, reason }) => Ended::Close(code.into(), reason.to_string()),
+                        None => Ended::Close(1005, String::new()),
+                    }
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Subscribes and returns the `subscribed` reply (skipping system notifications).
+    pub async fn subscribe(&mut self, channels: &[&str]) -> Value {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        self.send(json!({"event": "subscribe", "data": {"requestId": request_id, "channels": channels}}))
+            .await;
+        self.reply_to(&request_id).await
+    }
+
+    /// The next message answering `request_id`, skipping system notifications.
+    pub async fn reply_to(&mut self, request_id: &str) -> Value {
+        loop {
+            let m = self.recv().await;
+            if m["data"]["requestId"] == request_id {
+                return m;
+            }
+            assert_eq!(m["event"], "system-notification", "unexpected before reply: {m}");
+        }
+    }
+
+    /// The next push (`event: data`), skipping system notifications.
+    pub async fn next_push(&mut self) -> Value {
+        loop {
+            let m = self.recv().await;
+            if m["event"] == "data" {
+                return m;
+            }
+            assert_eq!(m["event"], "system-notification", "unexpected: {m}");
+        }
+    }
+}
+
+/// A realistic ~600-byte account-activity payload for `address` on `chain`.
+pub fn activity(address: &str, chain: &str, n: u64) -> Value {
+    json!({
+        "address": address,
+        "tx": {"id": format!("0x{n:064x}"), "chain": chain, "status": "confirmed",
+               "timestamp": 1760099871 + n, "from": "0x7b07000000000000000000000000000000000001", "to": address},
+        "updates": [{
+            "asset": {"fungible": true, "type": format!("{chain}/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"), "unit": "USDC", "decimals": 6},
+            "postBalance": {"amount": format!("0x{:x}", 50000 + n)},
+            "transfers": [{"from": "0x7b07000000000000000000000000000000000001", "to": address, "amount": "0x2710"}]
+        }]
+    })
+}
+
+pub fn aa(chain: &str, address: &str) -> String {
+    format!("account-activity.v1.{chain}:{address}")
+}
