@@ -105,6 +105,13 @@ impl Outbox {
         true
     }
 
+    /// Marks the connection a slow consumer (e.g. too many unacknowledged pushes).
+    pub fn overflow(&self) {
+        if !self.inner.overflowed.swap(true, Ordering::AcqRel) {
+            self.inner.closing.cancel();
+        }
+    }
+
     /// Asks the writer to close the connection after what is queued (not subject to the bound).
     pub fn close(&self, code: u16, reason: &'static str) {
         let _ = self.inner.tx.send(Outbound::Close { code, reason });

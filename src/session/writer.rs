@@ -141,6 +141,10 @@ async fn feed(
                 metrics::get().delivered(publication.namespace, publication.accepted_at.elapsed());
                 if let Some(t) = acks {
                     t.sent(&publication, &subscription_id, &channel, redelivered);
+                    if t.over_limit() {
+                        metrics::delivery_failure("unacked_overflow");
+                        outbox.overflow();
+                    }
                 }
             }
             r

@@ -266,6 +266,10 @@ export function createWallet(client, { url, getToken, accounts, solanaEnabled = 
     accounts: [...accounts],
     remoteFeatureFlags: solanaEnabled ? { networkAssetsSnapsMigrationSolana: { stage: 1 } } : {},
     tokenCalls: 0,
+    // isEnabled() callback: false after destroy(), so that no stray reconnect
+    // of this wallet outlives its test (a close that races the gateway's exit
+    // arrives as 1006, not as the manual 4999, and would schedule one).
+    enabled: true,
   };
 
   // --- stubs for the controllers the services call ---
@@ -292,7 +296,7 @@ export function createWallet(client, { url, getToken, accounts, solanaEnabled = 
   const backend = new coreBackend.BackendWebSocketService({
     messenger,
     url,
-    isEnabled: () => true,
+    isEnabled: () => state.enabled,
     ...serviceOptions,
   });
   const activity = new coreBackend.AccountActivityService({ messenger });
@@ -328,7 +332,9 @@ export function createWallet(client, { url, getToken, accounts, solanaEnabled = 
     connectionState() {
       return backend.getConnectionInfo().state;
     },
-    destroy() {
+    /** Tear down; resolves once the socket is closed (call before killing the gateway). */
+    async destroy() {
+      state.enabled = false;
       try {
         ohlcv?.destroy?.();
       } catch {
@@ -344,6 +350,12 @@ export function createWallet(client, { url, getToken, accounts, solanaEnabled = 
       } catch {
         // ignore
       }
+      const deadline = Date.now() + 5000;
+      while (backend.getConnectionInfo().state !== 'disconnected' && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      // Clears a reconnect timer scheduled by a close that raced the above.
+      backend.destroy();
     },
   };
 }

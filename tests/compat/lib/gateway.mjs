@@ -79,10 +79,11 @@ export class Gateway {
       GATEWAY__ADMIN__API_KEYS: this.adminKey,
       GATEWAY__CHAINS__KNOWN: KNOWN_CHAINS.join(','),
       GATEWAY__CHAINS__STALE_AFTER: '60s',
-      // COMPAT_NO_STORAGE=1 omits it, for gateway builds without a `storage` section.
-      ...(process.env.COMPAT_NO_STORAGE === '1'
-        ? {}
-        : { GATEWAY__STORAGE__URL: `sqlite://${path.join(this.tmpdir, 'gw.db')}` }),
+      // Opt-in: the gateway rejects unknown configuration sections, and this
+      // build has no `storage` section (it exits: "unknown field `storage`").
+      ...(process.env.COMPAT_WITH_STORAGE === '1'
+        ? { GATEWAY__STORAGE__URL: `sqlite://${path.join(this.tmpdir, 'gw.db')}` }
+        : {}),
       RUST_LOG: process.env.RUST_LOG ?? 'info',
       ...this.extraEnv,
     };
@@ -149,8 +150,12 @@ export class Gateway {
     return port;
   }
 
-  /** Stop the process by PID; SIGKILL after a grace period. */
-  async stop({ signal = 'SIGTERM', graceMs = 5000 } = {}) {
+  /**
+   * Stop the process by PID; SIGKILL after a grace period. On SIGTERM the
+   * gateway drains: it closes its connections (1012) spread over its drain
+   * window (default 10 s), then exits.
+   */
+  async stop({ signal = 'SIGTERM', graceMs = 15_000 } = {}) {
     const proc = this.proc;
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) {
       return;

@@ -71,7 +71,7 @@ async function scenario(client, opts, body) {
     }
     throw new Error(`${String(error)}\n\n${details}`);
   } finally {
-    wallet?.destroy();
+    await wallet?.destroy();
     await gateway.dispose();
   }
 }
@@ -447,44 +447,55 @@ export function defineSuite(versionKey) {
       },
     );
 
-    test(`[${ver}] 8. after a gateway restart the client reconnects, resubscribes and receives again`, async () => {
-      await scenario(client, { upBefore: ['eip155:1'] }, async (ctx) => {
-        const { rec, wallet, gateway } = ctx;
-        const channels = expectedChannels(ctx);
-        await wallet.connect();
-        await waitSubscribed(ctx, channels);
-        const first = await nextStatus(rec, 0, 'initial statusChanged up');
-        assertStatus(ctx, first, { chainIds: ['eip155:1'], status: 'up' }, 'initial up');
-        // Publications count as a sign of life for chains in `auto`: stay on eip155:1.
-        const before = evmActivity(ctx.evm, { chain: 'eip155:1' });
-        await gateway.publish(activityChannel('eip155', '1', ctx.evm), before);
-        await expectActivity(ctx, before);
+    for (const [num, how, signal] of [
+      ['8a', 'restart (SIGTERM, drain)', 'SIGTERM'],
+      ['8b', 'crash (SIGKILL) and restart', 'SIGKILL'],
+    ]) {
+      test(`[${ver}] ${num}. after a gateway ${how} the client reconnects, resubscribes and receives again`, async () => {
+        await scenario(client, { upBefore: ['eip155:1'] }, async (ctx) => {
+          const { rec, wallet, gateway } = ctx;
+          const channels = expectedChannels(ctx);
+          await wallet.connect();
+          await waitSubscribed(ctx, channels);
+          const first = await nextStatus(rec, 0, 'initial statusChanged up');
+          assertStatus(ctx, first, { chainIds: ['eip155:1'], status: 'up' }, 'initial up');
+          // Publications count as a sign of life for chains in `auto`: stay on eip155:1.
+          const before = evmActivity(ctx.evm, { chain: 'eip155:1' });
+          await gateway.publish(activityChannel('eip155', '1', ctx.evm), before);
+          await expectActivity(ctx, before);
 
-        const killedAt = Date.now();
-        await gateway.stop();
-        await rec.waitFor(
-          () => rec.eventsNamed(EV.conn).some((c) => c.state === 'disconnected'),
-          'client notices the gateway went away',
-          WAIT,
-        );
-        // The client marks every chain down by itself on disconnect.
-        const down = await nextStatus(rec, 1, 'client-side statusChanged down on disconnect');
-        assert.deepStrictEqual(down.chainIds, ['eip155:1']);
-        assert.equal(down.status, 'down');
+          const killedAt = Date.now();
+          const closedBefore = rec.frames.filter((f) => f.dir === 'close').length;
+          await gateway.stop({ signal });
+          await rec.waitFor(
+            () => rec.eventsNamed(EV.conn).some((c) => c.state === 'disconnected'),
+            'client notices the gateway went away',
+            WAIT,
+          );
+          const close = rec.frames.filter((f) => f.dir === 'close')[closedBefore];
+          if (signal === 'SIGTERM') {
+            // Graceful drain: a real close frame with 1012 (service restart).
+            assert.match(close?.raw ?? '', /^1012 /u, `drain closes with 1012 (got ${close?.raw})`);
+          }
+          // The client marks every chain down by itself on disconnect.
+          const down = await nextStatus(rec, 1, 'client-side statusChanged down on disconnect');
+          assert.deepStrictEqual(down.chainIds, ['eip155:1']);
+          assert.equal(down.status, 'down');
 
-        await gateway.start(); // same port
-        await gateway.heartbeat('eip155:1');
-        const { reply } = await waitSubscribed(ctx, channels, { after: killedAt });
-        assert.ok(reply.conn > 1, 'resubscribed on a new connection');
-        const up = await nextStatus(rec, 2, 'statusChanged up after resubscribe');
-        assertStatus(ctx, up, { chainIds: ['eip155:1'], status: 'up' }, 'up after restart');
+          await gateway.start(); // same port
+          await gateway.heartbeat('eip155:1');
+          const { reply } = await waitSubscribed(ctx, channels, { after: killedAt });
+          assert.ok(reply.conn > 1, 'resubscribed on a new connection');
+          const up = await nextStatus(rec, 2, 'statusChanged up after resubscribe');
+          assertStatus(ctx, up, { chainIds: ['eip155:1'], status: 'up' }, 'up after restart');
 
-        const after = evmActivity(ctx.evm, { chain: 'eip155:1' });
-        await gateway.publish(activityChannel('eip155', '1', ctx.evm), after);
-        await expectActivity(ctx, after);
-        assert.equal(countTx(rec, before.tx.id), 1, 'no replay of the pre-restart message');
+          const after = evmActivity(ctx.evm, { chain: 'eip155:1' });
+          await gateway.publish(activityChannel('eip155', '1', ctx.evm), after);
+          await expectActivity(ctx, after);
+          assert.equal(countTx(rec, before.tx.id), 1, 'no replay of the pre-restart message');
+        });
       });
-    });
+    }
 
     test(`[${ver}] 9. a checksummed (mixed-case) EVM account is served like its lower-case form`, async () => {
       const mixed = toMixedCase(randomEvmAddress());
