@@ -10,6 +10,7 @@
 //! - [`hub`]: this node's subscriptions and the fan-out of publications (serialised once).
 //! - [`session`]: one client connection: reader loop, writer task with a byte-bounded
 //!   queue, limits, subscriptions, acknowledged delivery.
+//! - [`client`]: a Rust client speaking the ack extension (tests, benchmarks, `tail`).
 //! - [`chains`]: chain health and the system notifications derived from it.
 //! - [`ingest`]: validation of publications and handing them to the hub.
 //! - [`http`]: the axum router (WebSocket upgrade, publish, chains, health, metrics).
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod auth;
 pub mod chains;
+pub mod client;
 pub mod config;
 pub mod dev;
 pub mod http;

@@ -1,10 +1,11 @@
-//! The `activity-gateway` binary: `serve` (default), `token`.
+//! The `activity-gateway` binary: `serve` (default), `token`, `tail`.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use activity_gateway::app::Gateway;
+use activity_gateway::client::{Client, ClientConfig, Event};
 use activity_gateway::config::Settings;
 use activity_gateway::{auth, dev, shutdown};
 use anyhow::{bail, Context, Result};
@@ -28,6 +29,21 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// Print the notifications of one account as they arrive (one JSON line each).
+    Tail {
+        /// CAIP-10 account, e.g. eip155:0:0xd14b… (chain 0: every chain of the namespace).
+        #[arg(long)]
+        address: String,
+        /// Acknowledged delivery: ack, de-duplicate, and resume after reconnecting.
+        #[arg(long)]
+        ack: bool,
+        /// WebSocket URL of the gateway.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/v1")]
+        url: String,
+        /// Client token; by default one is minted with the configured HS256 secret.
+        #[arg(long, env = "GATEWAY_TOKEN")]
+        token: Option<String>,
+    },
     /// Mint a client token with the configured HS256 secret.
     Token {
         #[arg(long)]
@@ -48,6 +64,19 @@ fn main() -> Result<()> {
             };
             println!("{}", auth::mint_hs256(secret, &sub, ttl)?);
             Ok(())
+        }
+        Command::Tail { address, ack, url, token } => {
+            let token = match token {
+                Some(t) => t,
+                None => {
+                    let Some(secret) = loaded.settings.auth.hs256_secret.as_deref() else {
+                        bail!("no token: pass --token (or GATEWAY_TOKEN), or configure auth.hs256_secret to mint one");
+                    };
+                    auth::mint_hs256(secret, "tail", Duration::from_secs(24 * 3600))?
+                }
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            runtime.block_on(tail(url, token, ack, address))
         }
         Command::Serve { dev: dev_flag } => {
             let mut settings = loaded.settings;
@@ -79,6 +108,31 @@ async fn serve(settings: Settings, dev_mode: bool) -> Result<()> {
     shutdown::signal().await;
     gateway.drain().await;
     Ok(())
+}
+
+async fn tail(url: String, token: String, ack: bool, address: String) -> Result<()> {
+    let channel = format!("account-activity.v1.{address}");
+    activity_gateway::protocol::Channel::parse(&channel).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
+    let mut config = ClientConfig::new(url, token);
+    config.ack = ack;
+    let mut client = Client::connect(config).await?;
+    client.subscribe(std::slice::from_ref(&channel)).await?;
+    eprintln!("subscribed to {channel}");
+    loop {
+        tokio::select! {
+            _ = shutdown::signal() => return Ok(()),
+            event = client.next_event() => {
+                let line = match event? {
+                    Event::Notification(n) => serde_json::json!({"channel": n.channel, "messageId": n.message_id,
+                        "position": n.position, "redelivered": n.redelivered, "data": n.data}),
+                    Event::System { channel, chain_ids, up } => serde_json::json!({"system": channel,
+                        "status": if up { "up" } else { "down" }, "chainIds": chain_ids}),
+                    Event::Resumed { recovered } => serde_json::json!({"resumed": recovered}),
+                };
+                println!("{line}");
+            }
+        }
+    }
 }
 
 fn init_tracing(format: &str) {
