@@ -23,6 +23,7 @@ pub mod chains;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod ingest;

@@ -1,0 +1,175 @@
+//! Group commit: one task drains the queued appends into batches, commits each batch in one
+//! transaction and tells the listener before answering the appenders. Being the only writer
+//! of this node, it also defines the node's commit order, which is the fan-out order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::health::Health;
+use super::metrics;
+use super::store::{CommitError, Store, Writer};
+use super::{CommitListener, Committed, HistoryError, NewPublication};
+
+/// Longest a batch may take (connection included) before it is abandoned and the store
+/// counted as unavailable; keeps `append` under its 2s bound.
+pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// One `append` call waiting for its batch.
+pub(crate) struct Request {
+    pub pubs: Vec<NewPublication>,
+    pub reply: oneshot::Sender<Result<Vec<Committed>, HistoryError>>,
+}
+
+/// The committer task's state.
+pub(crate) struct Committer {
+    pub store: Store,
+    pub listener: Arc<dyn CommitListener>,
+    pub health: Arc<Health>,
+    pub rx: mpsc::Receiver<Request>,
+    pub max_batch: usize,
+    /// On cancel the queue is closed and what is already in it is still committed.
+    pub shutdown: CancellationToken,
+    /// Kept between batches; dropped after any error, since its state is then unknown.
+    pub writer: Option<Writer>,
+}
+
+// === Committer ===
+
+impl Committer {
+    /// Runs until shutdown (after flushing the queue) or until every handle is gone.
+    pub(crate) async fn run(mut self) {
+        let mut closing = false;
+        let mut held: Option<Request> = None;
+        loop {
+            let first = match held.take() {
+                Some(r) => r,
+                None => {
+                    let next = if closing {
+                        self.rx.recv().await
+                    } else {
+                        tokio::select! {
+                            r = self.rx.recv() => r,
+                            _ = self.shutdown.cancelled() => {
+                                closing = true;
+                                self.rx.close();
+                                continue;
+                            }
+                        }
+                    };
+                    match next {
+                        Some(r) => r,
+                        None => break,
+                    }
+                }
+            };
+            let mut batch = vec![first];
+            let mut size = batch[0].pubs.len();
+            while size < self.max_batch {
+                match self.rx.try_recv() {
+                    // An append is never split: one that does not fit opens the next batch.
+                    Ok(r) if size + r.pubs.len() > self.max_batch => {
+                        held = Some(r);
+                        break;
+                    }
+                    Ok(r) => {
+                        size += r.pubs.len();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch).await;
+        }
+        if let Some(w) = self.writer.take() {
+            drop(w);
+        }
+    }
+
+    /// Commits one batch and answers its appenders; never fails (errors go to them).
+    async fn commit(&mut self, mut batch: Vec<Request>) {
+        // An appender that gave up (timed out) is not committed behind its back.
+        batch.retain(|r| !r.reply.is_closed());
+        if batch.is_empty() {
+            return;
+        }
+        if !self.health.is_up() {
+            let err = HistoryError::Unavailable(self.health.reason());
+            for r in batch {
+                let _ = r.reply.send(Err(err.clone()));
+            }
+            return;
+        }
+
+        let mut lens = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut pubs = Vec::with_capacity(batch.iter().map(|r| r.pubs.len()).sum());
+        for r in batch {
+            lens.push(r.pubs.len());
+            replies.push(r.reply);
+            pubs.extend(r.pubs);
+        }
+
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(COMMIT_TIMEOUT, async {
+            let mut writer = match self.writer.take() {
+                Some(w) => w,
+                None => self.store.writer().await.map_err(CommitError::Store)?,
+            };
+            let res = writer.commit(&pubs).await;
+            match &res {
+                Err(CommitError::Store(_)) => writer.discard(),
+                _ => self.writer = Some(writer),
+            }
+            res
+        })
+        .await;
+
+        let results = match outcome {
+            Ok(Ok(results)) => results,
+            Ok(Err(CommitError::Rejected(e))) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+            Ok(Err(CommitError::Store(e))) => {
+                self.fail(replies, &e.to_string());
+                return;
+            }
+            Err(_) => {
+                // The abandoned writer was dropped with the future; its transaction rolls back.
+                self.fail(
+                    replies,
+                    &format!("a transaction took longer than {COMMIT_TIMEOUT:?}"),
+                );
+                return;
+            }
+        };
+
+        let fresh: Vec<Committed> = results.iter().filter(|c| !c.duplicate).cloned().collect();
+        metrics::batch_committed(results.len(), fresh.len(), started.elapsed());
+        if !fresh.is_empty() {
+            self.listener.committed(&fresh);
+        }
+
+        let mut rest = results.into_iter();
+        for (reply, n) in replies.into_iter().zip(lens) {
+            let _ = reply.send(Ok(rest.by_ref().take(n).collect()));
+        }
+    }
+
+    fn fail(
+        &self,
+        replies: Vec<oneshot::Sender<Result<Vec<Committed>, HistoryError>>>,
+        reason: &str,
+    ) {
+        self.health.mark_down(reason);
+        let err = HistoryError::Unavailable(reason.to_owned());
+        for reply in replies {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+}

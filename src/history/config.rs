@@ -1,0 +1,79 @@
+//! Configuration of the history: where it is stored and how long it is kept.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the history lives.
+///
+/// `sqlite://path` (the default, embedded, created on first start) or `postgres://...`
+/// (shared by several gateway nodes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Database URL; may carry a password, so it is never logged as is.
+    pub url: String,
+    /// Size of the connection pool (the committer holds one connection of it).
+    pub max_connections: u32,
+}
+
+/// How the history is kept and written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Publications older than this are trimmed.
+    #[serde(with = "humantime_serde")]
+    pub retention_age: Duration,
+    /// At most this many publications are kept per stream.
+    pub retention_count: u64,
+    /// How often the trimmer runs.
+    #[serde(with = "humantime_serde")]
+    pub trim_interval: Duration,
+    /// Most publications committed in one transaction (an append is never split).
+    pub max_batch: usize,
+}
+
+// === StorageConfig ===
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/gateway.db".to_owned(),
+            max_connections: 8,
+        }
+    }
+}
+
+// === HistoryConfig ===
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            retention_age: Duration::from_secs(24 * 60 * 60),
+            retention_count: 1000,
+            trim_interval: Duration::from_secs(30),
+            max_batch: 2048,
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// Rejects values that would make the history useless rather than failing later.
+    pub(crate) fn validate(&self) -> Result<(), crate::history::HistoryError> {
+        use crate::history::HistoryError::Config;
+        if self.max_batch == 0 {
+            return Err(Config("history.max_batch must be at least 1".to_owned()));
+        }
+        if self.retention_count == 0 {
+            return Err(Config(
+                "history.retention_count must be at least 1 (recovery needs a history)".to_owned(),
+            ));
+        }
+        if self.trim_interval.is_zero() {
+            return Err(Config(
+                "history.trim_interval must be longer than 0s (e.g. \"30s\")".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}

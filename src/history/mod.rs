@@ -1,0 +1,323 @@
+//! The durable publication log: account-activity publications are appended to per-account
+//! streams before the publish API answers, and subscribers that acknowledge deliveries resume
+//! from a [`StreamPosition`] after reconnecting.
+//!
+//! A stream (one account across the chains of its namespace) has an epoch, a random string
+//! that changes whenever its history is lost, and offsets that start at 1, increase strictly
+//! and are never reused within an epoch. The database assigns them (under the stream's row
+//! lock), so several nodes may share one PostgreSQL.
+//!
+//! # Layout
+//! - `config`: [`StorageConfig`] and [`HistoryConfig`].
+//! - `types`: publications in and out, positions, [`Recovery`], [`CommitListener`].
+//! - `error`: [`HistoryError`].
+//! - `plan`: offset assignment and idempotency for one batch (pure, shared by the backends).
+//! - `store`: the SQLite and PostgreSQL backends behind one type.
+//! - `committer`: group commit, and the listener call in commit order.
+//! - `trimmer`: retention by age and count.
+//! - `health`: the availability flag and the probe that restores it.
+//! - `metrics`: the metric names.
+
+mod committer;
+mod config;
+mod error;
+mod health;
+mod metrics;
+mod plan;
+mod store;
+mod trimmer;
+mod types;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::{HistoryConfig, StorageConfig};
+pub use error::HistoryError;
+pub use types::{
+    CommitListener, Committed, NewPublication, Recovery, RecoveryFailure, Stored, StreamPosition,
+};
+
+use committer::{Committer, Request};
+use health::Health;
+use store::Store;
+
+/// Longest an `append`, `positions` or `read_after` waits for the store before answering
+/// [`HistoryError::Unavailable`].
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Appends queued for the committer before `append` waits for room (back-pressure).
+const QUEUE: usize = 4096;
+
+/// Handle to the history. Cheap to clone; the background tasks stop when [`History::close`]
+/// is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct History {
+    inner: Arc<Inner>,
+}
+
+/// What every clone of the handle shares.
+struct Inner {
+    /// Queue of the committer, the only writer of publications on this node.
+    tx: mpsc::Sender<Request>,
+    /// Pool for reads and stream creation, which do not go through the committer.
+    store: Store,
+    health: Arc<Health>,
+    /// Stops the committer (after it flushed its queue), the trimmer and the probe.
+    shutdown: CancellationToken,
+    /// Set by `close`; refuses new appends.
+    closed: AtomicBool,
+    /// The background tasks, awaited by `close`.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+// === History ===
+
+impl History {
+    /// Connects to the store, runs the migrations and starts the committer, the trimmer and
+    /// the availability probe. `listener` is told about every commit, in commit order.
+    pub async fn open(
+        storage: &StorageConfig,
+        cfg: &HistoryConfig,
+        listener: Arc<dyn CommitListener>,
+    ) -> Result<History, HistoryError> {
+        cfg.validate()?;
+        let store = Store::connect(storage).await?;
+        store.migrate().await?;
+        info!(url = %store::redact_url(&storage.url), "History store opened.");
+
+        let health = Health::new();
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let committer = Committer {
+            store: store.clone(),
+            listener,
+            health: health.clone(),
+            rx,
+            max_batch: cfg.max_batch,
+            shutdown: shutdown.clone(),
+            writer: None,
+        };
+        let tasks = vec![
+            tokio::spawn(committer.run()),
+            tokio::spawn(trimmer::run(
+                store.clone(),
+                cfg.clone(),
+                health.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(health::run_probe(
+                store.clone(),
+                health.clone(),
+                shutdown.clone(),
+            )),
+        ];
+        Ok(History {
+            inner: Arc::new(Inner {
+                tx,
+                store,
+                health,
+                shutdown,
+                closed: AtomicBool::new(false),
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Appends publications, all in one transaction with whatever else is queued, and
+    /// returns their positions in input order. Publications whose idempotency key is already
+    /// stored for their stream come back with the original position and `duplicate: true`.
+    pub async fn append(&self, batch: Vec<NewPublication>) -> Result<Vec<Committed>, HistoryError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        validate(&batch)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(HistoryError::Closed);
+        }
+        if !self.inner.health.is_up() {
+            return Err(HistoryError::Unavailable(self.inner.health.reason()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request { pubs: batch, reply };
+        let call = async {
+            self.inner
+                .tx
+                .send(request)
+                .await
+                .map_err(|_| HistoryError::Closed)?;
+            // The committer answers every request it takes; a dropped sender means it stopped.
+            answer.await.map_err(|_| HistoryError::Closed)?
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(res) => res,
+            Err(_) => Err(HistoryError::Unavailable(format!(
+                "no commit within {CALL_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Current top of each stream (result order = input order), creating missing streams at
+    /// offset 0 with a new epoch, so that a position handed to a subscriber stays valid.
+    pub async fn positions(&self, streams: &[String]) -> Result<Vec<StreamPosition>, HistoryError> {
+        self.call(self.inner.store.positions(streams)).await
+    }
+
+    /// The publications after `after`, ascending, at most `limit` of them.
+    pub async fn read_after(
+        &self,
+        stream: &str,
+        after: &StreamPosition,
+        limit: usize,
+    ) -> Result<Recovery, HistoryError> {
+        let store = &self.inner.store;
+        let Some(state) = self.call(store.stream_state(stream)).await? else {
+            return Ok(Recovery::Failed(RecoveryFailure::EpochChanged));
+        };
+        if state.epoch != after.epoch {
+            return Ok(Recovery::Failed(RecoveryFailure::EpochChanged));
+        }
+        if after.offset > state.last_offset {
+            return Ok(Recovery::Failed(RecoveryFailure::BeyondEnd));
+        }
+        if after.offset == state.last_offset {
+            return Ok(Recovery::Recovered {
+                publications: Vec::new(),
+                more: false,
+            });
+        }
+        // One row past the limit tells whether more follow; the first row tells whether the
+        // next offset is still retained.
+        let rows = self
+            .call(store.read_rows(stream, after.offset, limit.saturating_add(1)))
+            .await?;
+        if rows.first().map(|r| r.offset) != Some(after.offset + 1) {
+            return Ok(Recovery::Failed(RecoveryFailure::Trimmed));
+        }
+        let more = rows.len() > limit;
+        let publications = rows
+            .into_iter()
+            .take(limit)
+            .map(|r| Stored {
+                channel: r.channel,
+                payload: Arc::from(r.payload),
+                position: StreamPosition {
+                    epoch: state.epoch.clone(),
+                    offset: r.offset,
+                },
+                published_at_ms: r.published_at_ms,
+            })
+            .collect();
+        Ok(Recovery::Recovered { publications, more })
+    }
+
+    /// False while the store is failing; appends are refused until a probe succeeds.
+    pub fn is_available(&self) -> bool {
+        self.inner.health.is_up()
+    }
+
+    /// Commits what is queued, stops the background tasks and closes the connections.
+    /// Appends after this answer [`HistoryError::Closed`].
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.shutdown.cancel();
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock());
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.inner.store.close().await;
+    }
+
+    /// Runs a store read with the call timeout; a failure marks the store unavailable.
+    async fn call<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, HistoryError> {
+        let reason = match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+        };
+        self.inner.health.mark_down(&reason);
+        Err(HistoryError::Unavailable(reason))
+    }
+}
+
+// === Inner ===
+
+impl Drop for Inner {
+    /// The last handle is gone: stop the background tasks rather than leak them.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Runs the embedded migrations against `storage` (e.g. from a `migrate` subcommand).
+pub async fn migrate(storage: &StorageConfig) -> Result<(), HistoryError> {
+    let store = Store::connect(storage).await?;
+    let res = store.migrate().await;
+    store.close().await;
+    res
+}
+
+/// Refuses what the store cannot hold, before it can fail a whole batch.
+fn validate(batch: &[NewPublication]) -> Result<(), HistoryError> {
+    for p in batch {
+        let has_nul = p.stream.contains('\0')
+            || p.channel.contains('\0')
+            || p.payload.contains('\0')
+            || p.idempotency_key
+                .as_deref()
+                .is_some_and(|k| k.contains('\0'));
+        if has_nul {
+            return Err(HistoryError::Invalid(format!(
+                "a publication to stream {:?} contains a NUL character, which the store cannot hold",
+                p.stream
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_refused_up_front() {
+        let p = NewPublication {
+            stream: "s".to_owned(),
+            channel: "c".to_owned(),
+            payload: "{\"a\":\"\0\"}".to_owned(),
+            idempotency_key: None,
+        };
+        assert!(matches!(validate(&[p]), Err(HistoryError::Invalid(_))));
+    }
+
+    #[test]
+    fn recovery_failures_have_wire_names() {
+        assert_eq!(RecoveryFailure::EpochChanged.as_str(), "epoch_changed");
+        assert_eq!(RecoveryFailure::Trimmed.as_str(), "trimmed");
+        assert_eq!(RecoveryFailure::BeyondEnd.as_str(), "beyond_end");
+    }
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let cfg = HistoryConfig::default();
+        assert_eq!(cfg.retention_count, 1000);
+        assert_eq!(cfg.retention_age, Duration::from_secs(86_400));
+        assert!(cfg.validate().is_ok());
+        let bad = HistoryConfig {
+            max_batch: 0,
+            ..HistoryConfig::default()
+        };
+        assert!(matches!(bad.validate(), Err(HistoryError::Config(_))));
+        assert_eq!(StorageConfig::default().url, "sqlite://data/gateway.db");
+    }
+}

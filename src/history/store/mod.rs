@@ -1,0 +1,333 @@
+//! The storage backends behind one type: SQLite (embedded, default) or PostgreSQL (shared by
+//! several nodes). Backend-specific SQL lives in `sqlite.rs` and `postgres.rs`; the queries
+//! both understand the same way are written once here.
+
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Postgres, Row, Sqlite};
+
+use super::plan::StreamState;
+use super::{Committed, HistoryError, NewPublication, StorageConfig, StreamPosition};
+
+/// How long a write waits for a lock (SQLite) or a connection (both) before the store counts
+/// as unavailable.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Attempts of one batch when PostgreSQL aborts it for a deadlock or serialisation failure.
+const COMMIT_ATTEMPTS: usize = 3;
+
+/// A connection pool to one of the backends. Cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The connection the committer keeps between batches (saves a pool round trip per batch).
+pub(crate) enum Writer {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// Why a batch was not committed.
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    /// The store failed: the batch is rolled back and the store is suspect.
+    Store(sqlx::Error),
+    /// The batch cannot be stored as it is; the store is fine.
+    Rejected(HistoryError),
+}
+
+/// A publication row read back for recovery.
+pub(crate) struct StoredRow {
+    pub offset: u64,
+    pub channel: String,
+    pub payload: String,
+    pub published_at_ms: i64,
+}
+
+/// Runs the same code against whichever pool the store has.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+// === Store ===
+
+impl Store {
+    /// Connects to the backend named by the URL's scheme.
+    pub(crate) async fn connect(cfg: &StorageConfig) -> Result<Store, HistoryError> {
+        if cfg.max_connections == 0 {
+            return Err(HistoryError::Config(
+                "storage.max_connections must be at least 1".to_owned(),
+            ));
+        }
+        if is_postgres(&cfg.url) {
+            Ok(Store::Postgres(postgres::connect(cfg).await?))
+        } else if cfg.url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(sqlite::connect(cfg).await?))
+        } else {
+            Err(HistoryError::Config(format!(
+                "storage.url {} names no supported database; use sqlite://path or \
+                 postgres://user@host/database",
+                redact_url(&cfg.url)
+            )))
+        }
+    }
+
+    /// Brings the schema up to date.
+    pub(crate) async fn migrate(&self) -> Result<(), HistoryError> {
+        match self {
+            Store::Sqlite(p) => sqlite::migrate(p).await,
+            Store::Postgres(p) => postgres::migrate(p).await,
+        }
+    }
+
+    /// A connection for the committer.
+    pub(crate) async fn writer(&self) -> Result<Writer, sqlx::Error> {
+        Ok(match self {
+            Store::Sqlite(p) => Writer::Sqlite(p.acquire().await?),
+            Store::Postgres(p) => Writer::Postgres(p.acquire().await?),
+        })
+    }
+
+    /// Top of each stream, creating the missing ones; result order = input order.
+    pub(crate) async fn positions(
+        &self,
+        streams: &[String],
+    ) -> Result<Vec<StreamPosition>, sqlx::Error> {
+        let mut out = Vec::with_capacity(streams.len());
+        for s in streams {
+            let state = match self.stream_state(s).await? {
+                Some(state) => state,
+                None => {
+                    // Another node (or the committer) may create it at the same time: the
+                    // first insert wins and everyone reads its epoch back.
+                    on_pool!(self, p => {
+                        sqlx::query(
+                            "INSERT INTO streams \
+                             (stream, epoch, last_offset, trim_floor, created_at_ms) \
+                             VALUES ($1, $2, 0, 0, $3) ON CONFLICT (stream) DO NOTHING",
+                        )
+                        .bind(s)
+                        .bind(super::plan::new_epoch())
+                        .bind(now_ms())
+                        .execute(p)
+                        .await?;
+                    });
+                    self.stream_state(s)
+                        .await?
+                        .ok_or(sqlx::Error::RowNotFound)?
+                }
+            };
+            out.push(StreamPosition {
+                epoch: state.epoch,
+                offset: state.last_offset,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Epoch and last offset of a stream, if it exists.
+    pub(crate) async fn stream_state(
+        &self,
+        stream: &str,
+    ) -> Result<Option<StreamState>, sqlx::Error> {
+        let row = on_pool!(self, p => {
+            let row = sqlx::query("SELECT epoch, last_offset FROM streams WHERE stream = $1")
+                .bind(stream)
+                .fetch_optional(p)
+                .await?;
+            match row {
+                Some(r) => Some((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)),
+                None => None,
+            }
+        });
+        Ok(row.map(|(epoch, last)| StreamState {
+            epoch,
+            last_offset: u64::try_from(last).unwrap_or(0),
+        }))
+    }
+
+    /// Up to `limit` publications of a stream with offset > `after`, ascending.
+    pub(crate) async fn read_rows(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRow>, sqlx::Error> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        on_pool!(self, p => {
+            let rows = sqlx::query(
+                "SELECT stream_offset, channel, payload, published_at_ms FROM publications \
+                 WHERE stream = $1 AND stream_offset > $2 ORDER BY stream_offset LIMIT $3",
+            )
+            .bind(stream)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(StoredRow {
+                        offset: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                        channel: r.try_get(1)?,
+                        payload: r.try_get(2)?,
+                        published_at_ms: r.try_get(3)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Deletes up to `limit` publications older than `cutoff_ms`.
+    pub(crate) async fn trim_age(&self, cutoff_ms: i64, limit: i64) -> Result<u64, sqlx::Error> {
+        match self {
+            Store::Sqlite(p) => sqlite::trim_age(p, cutoff_ms, limit).await,
+            Store::Postgres(p) => postgres::trim_age(p, cutoff_ms, limit).await,
+        }
+    }
+
+    /// Up to `limit` streams holding more than `keep` publications since their last count
+    /// trim, with the offset up to which they must be trimmed.
+    pub(crate) async fn trim_candidates(
+        &self,
+        keep: u64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        on_pool!(self, p => {
+            let rows = sqlx::query(
+                "SELECT stream, last_offset - $1 FROM streams \
+                 WHERE last_offset - $1 > trim_floor LIMIT $2",
+            )
+            .bind(keep)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            rows.into_iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+                .collect()
+        })
+    }
+
+    /// Deletes each stream's publications at or below its offset.
+    pub(crate) async fn trim_count(&self, streams: &[(String, i64)]) -> Result<u64, sqlx::Error> {
+        match self {
+            Store::Sqlite(p) => sqlite::trim_count(p, streams).await,
+            Store::Postgres(p) => postgres::trim_count(p, streams).await,
+        }
+    }
+
+    /// Succeeds when the store can take writes again.
+    pub(crate) async fn probe(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Store::Sqlite(p) => sqlite::probe(p).await,
+            Store::Postgres(p) => postgres::probe(p).await,
+        }
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+// === Writer ===
+
+impl Writer {
+    /// Commits one batch, retrying what PostgreSQL asks to retry.
+    pub(crate) async fn commit(
+        &mut self,
+        pubs: &[NewPublication],
+    ) -> Result<Vec<Committed>, CommitError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let now = now_ms();
+            let res = match self {
+                Writer::Sqlite(c) => sqlite::commit(c, pubs, now).await,
+                Writer::Postgres(c) => postgres::commit(c, pubs, now).await,
+            };
+            match res {
+                Err(CommitError::Store(e))
+                    if attempt < COMMIT_ATTEMPTS && postgres::is_retryable(&e) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Drops the connection for good: after an error its state is unknown.
+    pub(crate) fn discard(self) {
+        match self {
+            Writer::Sqlite(c) => drop(c.detach()),
+            Writer::Postgres(c) => drop(c.detach()),
+        }
+    }
+}
+
+// === CommitError ===
+
+impl From<sqlx::Error> for CommitError {
+    fn from(e: sqlx::Error) -> Self {
+        CommitError::Store(e)
+    }
+}
+
+/// True when the URL names a PostgreSQL database.
+pub(crate) fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL with its password replaced, fit for logs and error messages.
+pub(crate) fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            // set_password fails only for URLs that cannot have one, which this one has.
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        let r = redact_url("postgres://gw:s3cret@db:5432/gw");
+        assert!(!r.contains("s3cret"), "{r}");
+        assert!(r.contains("gw:***@db"), "{r}");
+        assert_eq!(redact_url("postgres://db/gw"), "postgres://db/gw");
+        assert_eq!(redact_url("::"), "<unparsable url>");
+    }
+
+    #[test]
+    fn recognises_postgres_urls() {
+        assert!(is_postgres("postgres://x/y"));
+        assert!(is_postgres("postgresql://x/y"));
+        assert!(!is_postgres("sqlite://data/gateway.db"));
+    }
+}

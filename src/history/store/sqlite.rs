@@ -1,0 +1,227 @@
+//! The embedded SQLite backend: one file in WAL mode, written by one transaction at a time
+//! (`BEGIN IMMEDIATE` takes the database's write lock up front, so a batch never fails
+//! half-way on a lock upgrade).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+
+use super::{CommitError, BUSY_TIMEOUT};
+use crate::history::plan::{self, Existing, StreamState};
+use crate::history::{Committed, HistoryError, NewPublication, StorageConfig};
+
+/// Rows per multi-row statement: well under SQLite's 32766 bound variables.
+const CHUNK: usize = 500;
+
+/// Opens (creating the directory and file if needed) the database at `cfg.url`.
+pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryError> {
+    let opts = SqliteConnectOptions::from_str(&cfg.url)
+        .map_err(|e| {
+            HistoryError::Config(format!(
+                "storage.url is not a valid SQLite URL ({e}); use e.g. sqlite://data/gateway.db"
+            ))
+        })?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // NORMAL in WAL mode: a commit survives a crash of the process (not of the machine:
+        // a power cut may lose the last transactions, whose offsets would then be handed out
+        // again in the same epoch). The trade buys commits without an fsync each.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(false);
+    let file = opts.get_filename().to_path_buf();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            HistoryError::Config(format!(
+                "cannot create the directory {} for the history database: {e}; check the \
+                 path in storage.url and the gateway's file permissions",
+                dir.display()
+            ))
+        })?;
+    }
+    SqlitePoolOptions::new()
+        .max_connections(cfg.max_connections.max(2))
+        .acquire_timeout(BUSY_TIMEOUT * 2)
+        .connect_with(opts)
+        .await
+        .map_err(|e| {
+            HistoryError::Unavailable(format!(
+                "cannot open the SQLite database {}: {e}",
+                file.display()
+            ))
+        })
+}
+
+/// Runs the embedded migrations.
+pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), HistoryError> {
+    sqlx::migrate!("./migrations/sqlite")
+        .run(pool)
+        .await
+        .map_err(|e| HistoryError::Migration(e.to_string()))
+}
+
+/// Appends one batch in one transaction.
+pub(super) async fn commit(
+    conn: &mut SqliteConnection,
+    pubs: &[NewPublication],
+    now_ms: i64,
+) -> Result<Vec<Committed>, CommitError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let streams = plan::sorted_streams(pubs);
+
+    for chunk in streams.chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO streams (stream, epoch, last_offset, trim_floor, created_at_ms) ",
+        );
+        qb.push_values(chunk, |mut b, s| {
+            b.push_bind(*s)
+                .push_bind(plan::new_epoch())
+                .push_bind(0_i64)
+                .push_bind(0_i64)
+                .push_bind(now_ms);
+        });
+        qb.push(" ON CONFLICT (stream) DO NOTHING");
+        qb.build().persistent(false).execute(&mut *tx).await?;
+    }
+
+    let mut states = HashMap::with_capacity(streams.len());
+    for chunk in streams.chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT stream, epoch, last_offset FROM streams WHERE stream IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for s in chunk {
+            sep.push_bind(*s);
+        }
+        qb.push(")");
+        for row in qb.build().persistent(false).fetch_all(&mut *tx).await? {
+            let last: i64 = row.try_get(2)?;
+            states.insert(
+                row.try_get::<String, _>(0)?,
+                StreamState {
+                    epoch: row.try_get(1)?,
+                    last_offset: u64::try_from(last).unwrap_or(0),
+                },
+            );
+        }
+    }
+
+    let mut existing = HashMap::new();
+    for chunk in plan::keyed(pubs).chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT stream, idempotency_key, stream_offset, published_at_ms, channel, payload \
+             FROM publications WHERE idempotency_key IS NOT NULL AND (stream, idempotency_key) IN (VALUES ",
+        );
+        let mut sep = qb.separated(", ");
+        for (s, k) in chunk {
+            sep.push("(");
+            sep.push_bind_unseparated(*s);
+            sep.push_unseparated(", ");
+            sep.push_bind_unseparated(*k);
+            sep.push_unseparated(")");
+        }
+        qb.push(")");
+        for row in qb.build().persistent(false).fetch_all(&mut *tx).await? {
+            let offset: i64 = row.try_get(2)?;
+            existing.insert(
+                (row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?),
+                Existing {
+                    offset: u64::try_from(offset).unwrap_or(0),
+                    published_at_ms: row.try_get(3)?,
+                    channel: row.try_get(4)?,
+                    payload: row.try_get(5)?,
+                },
+            );
+        }
+    }
+
+    let planned = plan::plan(pubs, &states, &existing, now_ms).map_err(CommitError::Rejected)?;
+
+    for chunk in planned.fresh.chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO publications \
+             (stream, stream_offset, channel, payload, idempotency_key, published_at_ms) ",
+        );
+        qb.push_values(chunk, |mut b, &i| {
+            let c = &planned.results[i];
+            b.push_bind(c.stream.as_str())
+                .push_bind(offset_i64(c.position.offset))
+                .push_bind(c.channel.as_str())
+                .push_bind(&*c.payload)
+                .push_bind(pubs[i].idempotency_key.as_deref())
+                .push_bind(c.published_at_ms);
+        });
+        qb.build().persistent(false).execute(&mut *tx).await?;
+    }
+
+    for chunk in planned.tops.chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new("WITH v(stream, top) AS (");
+        qb.push_values(chunk, |mut b, (s, top)| {
+            b.push_bind(s.as_str()).push_bind(offset_i64(*top));
+        });
+        qb.push(") UPDATE streams SET last_offset = v.top FROM v WHERE streams.stream = v.stream");
+        qb.build().persistent(false).execute(&mut *tx).await?;
+    }
+
+    tx.commit().await?;
+    Ok(planned.results)
+}
+
+/// Deletes up to `limit` publications older than `cutoff_ms`; returns how many.
+pub(super) async fn trim_age(
+    pool: &SqlitePool,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM publications WHERE rowid IN \
+         (SELECT rowid FROM publications WHERE published_at_ms < $1 LIMIT $2)",
+    )
+    .bind(cutoff_ms)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes, per stream, the publications at or below `upto` and records the new floor.
+pub(super) async fn trim_count(
+    pool: &SqlitePool,
+    streams: &[(String, i64)],
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut deleted = 0;
+    for (stream, upto) in streams {
+        deleted +=
+            sqlx::query("DELETE FROM publications WHERE stream = $1 AND stream_offset <= $2")
+                .bind(stream)
+                .bind(upto)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        sqlx::query("UPDATE streams SET trim_floor = $2 WHERE stream = $1 AND trim_floor < $2")
+            .bind(stream)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// Succeeds only if the database can be written: a `SELECT 1` would pass while another
+/// process holds the write lock.
+pub(super) async fn probe(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    tx.rollback().await
+}
+
+/// Offsets are below 2^53, so they always fit.
+fn offset_i64(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,82 @@
+//! Retention: deletes publications past the age limit and beyond the per-stream count, in
+//! small chunks so that no single delete holds up appends for long (SQLite has one writer).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::health::Health;
+use super::metrics;
+use super::store::{now_ms, Store};
+use super::HistoryConfig;
+
+/// Rows per age-retention delete.
+const AGE_CHUNK: i64 = 1000;
+/// Streams per count-retention delete.
+const COUNT_CHUNK: i64 = 200;
+/// Chunks per kind and run: a backlog larger than this is worked off over several runs.
+const MAX_CHUNKS: usize = 100;
+/// Pause between chunks, giving the committer the write lock.
+const PAUSE: Duration = Duration::from_millis(5);
+
+/// Trims every `cfg.trim_interval` until `shutdown`.
+pub(crate) async fn run(
+    store: Store,
+    cfg: HistoryConfig,
+    health: std::sync::Arc<Health>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.trim_interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if !health.is_up() {
+            continue;
+        }
+        match trim_once(&store, &cfg, &shutdown).await {
+            Ok((by_age, by_count)) => {
+                debug!(by_age, by_count, "History trimmed.");
+            }
+            Err(e) => warn!(error = %e, "History trim failed; retrying at the next interval."),
+        }
+    }
+}
+
+/// One retention pass; returns the rows deleted by age and by count.
+async fn trim_once(
+    store: &Store,
+    cfg: &HistoryConfig,
+    shutdown: &CancellationToken,
+) -> Result<(u64, u64), sqlx::Error> {
+    let age_ms = i64::try_from(cfg.retention_age.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now_ms().saturating_sub(age_ms);
+    let mut by_age = 0;
+    for _ in 0..MAX_CHUNKS {
+        let n = store.trim_age(cutoff, AGE_CHUNK).await?;
+        by_age += n;
+        metrics::trimmed(n);
+        if n < AGE_CHUNK as u64 || shutdown.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    let mut by_count = 0;
+    for _ in 0..MAX_CHUNKS {
+        let streams = store
+            .trim_candidates(cfg.retention_count, COUNT_CHUNK)
+            .await?;
+        if streams.is_empty() {
+            break;
+        }
+        let n = store.trim_count(&streams).await?;
+        by_count += n;
+        metrics::trimmed(n);
+        if (streams.len() as i64) < COUNT_CHUNK || shutdown.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    Ok((by_age, by_count))
+}

@@ -1,0 +1,117 @@
+//! Store outages: appends fail fast with `Unavailable`, nothing reaches the listener, the
+//! store is probed and appends resume without a gap in the offsets.
+
+mod history_support;
+
+use std::time::{Duration, Instant};
+
+use activity_gateway::history::{History, HistoryError};
+use history_support::{eventually, open, publ, quiet_cfg, Proxy, Recorder, TestStore};
+use sqlx::{Connection, Executor};
+
+const S: &str = "account-activity.v1.eip155:0:0xfa11";
+
+/// The checks shared by both outages; `outage` is already in effect.
+async fn fails_fast_then_recovers(
+    h: &History,
+    rec: &Recorder,
+    last_offset: u64,
+    end_outage: impl std::future::Future<Output = ()>,
+) {
+    let seen_before = rec.len();
+    let started = Instant::now();
+    let err = h.append(vec![publ(S, 100, None)]).await.unwrap_err();
+    assert!(matches!(err, HistoryError::Unavailable(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "answered within the timeout, took {:?}",
+        started.elapsed()
+    );
+    assert!(!h.is_available());
+
+    // While down, appends are refused at once.
+    let started = Instant::now();
+    let err = h.append(vec![publ(S, 101, None)]).await.unwrap_err();
+    assert!(matches!(err, HistoryError::Unavailable(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(
+        rec.len(),
+        seen_before,
+        "nothing of a failed batch reaches the listener"
+    );
+
+    end_outage.await;
+    assert!(
+        eventually(10, || h.is_available()).await,
+        "the probe restores availability"
+    );
+    let out = h.append(vec![publ(S, 102, None)]).await.unwrap();
+    assert_eq!(
+        out[0].position.offset,
+        last_offset + 1,
+        "no offset lost to the outage"
+    );
+    assert_eq!(rec.len(), seen_before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_by_another_writer() {
+    let store = TestStore::new(history_support::Backend::Sqlite).await;
+    let (h, rec) = open(&store.storage, &quiet_cfg()).await;
+    h.append(vec![publ(S, 1, None)]).await.unwrap();
+
+    let mut locker = sqlx::SqliteConnection::connect(&store.storage.url)
+        .await
+        .unwrap();
+    locker.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let release = async {
+        locker.execute("ROLLBACK").await.unwrap();
+    };
+    fails_fast_then_recovers(&h, &rec, 1, release).await;
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connection_cut() {
+    let store = TestStore::new(history_support::Backend::Postgres).await;
+    let proxy = Proxy::start().await;
+    let (h, rec) = open(&store.via(&proxy), &quiet_cfg()).await;
+    h.append(vec![publ(S, 1, None)]).await.unwrap();
+    h.append(vec![publ(S, 2, None)]).await.unwrap();
+
+    proxy.cut();
+    fails_fast_then_recovers(&h, &rec, 2, async { proxy.restore() }).await;
+    h.close().await;
+    drop(proxy);
+    store.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_fails_cleanly_when_the_store_is_unreachable() {
+    let proxy = Proxy::start().await;
+    proxy.cut();
+    let storage = activity_gateway::history::StorageConfig {
+        url: format!("postgres://gw:s3cret@{}/nope", proxy.addr),
+        max_connections: 2,
+    };
+    let err = History::open(
+        &storage,
+        &quiet_cfg(),
+        std::sync::Arc::new(Recorder::default()),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, HistoryError::Unavailable(_)), "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+
+    let bad = activity_gateway::history::StorageConfig {
+        url: "mysql://x/y".to_owned(),
+        max_connections: 2,
+    };
+    let err = History::open(&bad, &quiet_cfg(), std::sync::Arc::new(Recorder::default()))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, HistoryError::Config(_)), "{err}");
+}
