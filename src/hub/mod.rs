@@ -3,9 +3,11 @@
 //! A publication reaches every local subscription whose hub key matches (the account stream,
 //! or the market-data key) and, for concrete-chain account subscriptions, whose chain matches:
 //! once per matching subscription, carrying that subscription's id.
+mod gate;
 mod publication;
 mod registry;
 
+pub use gate::Gate;
 pub use publication::{message_id, Durable, Position, Publication};
 pub use registry::{ConnId, Registry, Subscriber};
 

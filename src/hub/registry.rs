@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::Publication;
+use super::{Gate, Publication};
 use crate::protocol::Namespace;
 use crate::session::{Outbound, Outbox};
 
@@ -29,6 +29,8 @@ pub struct Subscriber {
     /// `Some(reference)` for a concrete-chain account subscription; `None` matches every chain.
     pub chain_reference: Option<Arc<str>>,
     pub outbox: Outbox,
+    /// Closed while this subscription's history is being replayed (see `Gate`).
+    pub gate: Option<Arc<Gate>>,
 }
 
 /// Sharded map of hub key → subscribers.
@@ -109,7 +111,11 @@ impl Registry {
                 channel,
                 redelivered: false,
             };
-            if sub.outbox.push(item) {
+            let ok = match &sub.gate {
+                Some(gate) => gate.pass(&sub.outbox, item),
+                None => sub.outbox.push(item),
+            };
+            if ok {
                 queued += 1;
             }
         }
