@@ -32,6 +32,8 @@ pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryEr
         // a power cut may lose the last transactions, whose offsets would then be handed out
         // again in the same epoch). The trade buys commits without an fsync each.
         .synchronous(SqliteSynchronous::Normal)
+        // Index pages of recent streams stay cached rather than re-read each batch.
+        .pragma("cache_size", "-65536")
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(false);
     let file = opts.get_filename().to_path_buf();
@@ -113,19 +115,18 @@ pub(super) async fn commit(
 
     let mut existing = HashMap::new();
     for chunk in plan::keyed(pubs).chunks(CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT stream, idempotency_key, stream_offset, published_at_ms, channel, payload \
-             FROM publications WHERE idempotency_key IS NOT NULL AND (stream, idempotency_key) IN (VALUES ",
+        // CROSS JOIN keeps the keys as the outer loop: each is one search of the unique
+        // index, where `(stream, key) IN (VALUES ...)` scanned the whole index.
+        let mut qb = QueryBuilder::<Sqlite>::new("WITH k(s, key) AS (");
+        qb.push_values(chunk, |mut b, (s, k)| {
+            b.push_bind(*s).push_bind(*k);
+        });
+        qb.push(
+            ") SELECT p.stream, p.idempotency_key, p.stream_offset, p.published_at_ms, \
+             p.channel, p.payload FROM k CROSS JOIN publications p \
+             ON p.stream = k.s AND p.idempotency_key = k.key \
+             WHERE p.idempotency_key IS NOT NULL",
         );
-        let mut sep = qb.separated(", ");
-        for (s, k) in chunk {
-            sep.push("(");
-            sep.push_bind_unseparated(*s);
-            sep.push_unseparated(", ");
-            sep.push_bind_unseparated(*k);
-            sep.push_unseparated(")");
-        }
-        qb.push(")");
         for row in qb.build().persistent(false).fetch_all(&mut *tx).await? {
             let offset: i64 = row.try_get(2)?;
             existing.insert(
