@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 use crate::auth::Verifier;
 use crate::chains::Chains;
 use crate::config::Settings;
+use crate::history::History;
+use crate::hub::Hub;
+use crate::ingest::HubListener;
 use crate::node::Node;
 use crate::shutdown::Shutdown;
 use crate::{http, metrics, server};
@@ -39,7 +42,12 @@ impl Gateway {
         let verifier = Verifier::new(&settings.auth).map_err(|e| StartError::Config(format!("auth: {e}")))?;
         let chains = Chains::new(settings.chains.clone()).map_err(StartError::Config)?;
         let shutdown = Shutdown::new();
-        let node = Arc::new(Node::new(settings.clone(), chains.clone(), verifier, shutdown.clone()));
+        let hub = Arc::new(Hub::new());
+        let listener = Arc::new(HubListener::new(hub.clone()));
+        let history = History::open(&settings.storage, &settings.history, listener)
+            .await
+            .map_err(|e| StartError::Config(format!("history store: {e}")))?;
+        let node = Arc::new(Node::new(settings.clone(), hub, history, chains.clone(), verifier, shutdown.clone()));
         tokio::spawn(chains.run(shutdown.stop_token()));
 
         let listener = TcpListener::bind(&settings.server.listen)
@@ -74,6 +82,7 @@ impl Gateway {
         }
         shutdown.stop();
         let _ = self.server.await;
+        self.node.history.close().await;
         tracing::info!("Stopped.");
     }
 }

@@ -1,4 +1,4 @@
-//! The `activity-gateway` binary: `serve` (default), `token`, `tail`.
+//! The `activity-gateway` binary: `serve` (default), `token`, `tail`, `migrate`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +44,8 @@ enum Command {
         #[arg(long, env = "GATEWAY_TOKEN")]
         token: Option<String>,
     },
+    /// Run the history store's migrations (they also run at start) and exit.
+    Migrate,
     /// Mint a client token with the configured HS256 secret.
     Token {
         #[arg(long)]
@@ -77,6 +79,12 @@ fn main() -> Result<()> {
             };
             let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
             runtime.block_on(tail(url, token, ack, address))
+        }
+        Command::Migrate => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            runtime.block_on(activity_gateway::history::migrate(&loaded.settings.storage))?;
+            println!("migrations applied to {}", redact(&loaded.settings.storage.url));
+            Ok(())
         }
         Command::Serve { dev: dev_flag } => {
             let mut settings = loaded.settings;
@@ -132,6 +140,17 @@ async fn tail(url: String, token: String, ack: bool, address: String) -> Result<
                 println!("{line}");
             }
         }
+    }
+}
+
+/// The storage URL without its password.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 

@@ -147,3 +147,13 @@ pub fn redeliveries(n: u64) {
 pub fn delivery_failure(reason: &'static str) {
     counter!("gateway_delivery_failures_total", "reason" => reason).increment(1);
 }
+
+/// A resume attempt, by result (recovered, epoch_changed, trimmed, beyond_end, store_unavailable).
+pub fn resume(result: &'static str) {
+    counter!("gateway_resumes_total", "result" => result).increment(1);
+}
+
+/// Publications replayed from history on resume.
+pub fn replayed(n: u64) {
+    counter!("gateway_replayed_total").increment(n);
+}

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use crate::auth::Verifier;
 use crate::chains::Chains;
 use crate::config::Settings;
+use crate::history::History;
 use crate::hub::{ConnId, Hub};
 use crate::shutdown::Shutdown;
 
 /// One gateway process's shared state.
 pub struct Node {
     pub settings: Arc<Settings>,
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
+    pub history: History,
     pub chains: Arc<Chains>,
     pub verifier: Verifier,
     pub shutdown: Shutdown,
@@ -21,10 +23,18 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(settings: Arc<Settings>, chains: Arc<Chains>, verifier: Verifier, shutdown: Shutdown) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        hub: Arc<Hub>,
+        history: History,
+        chains: Arc<Chains>,
+        verifier: Verifier,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             settings,
-            hub: Hub::new(),
+            hub,
+            history,
             chains,
             verifier,
             shutdown,
@@ -40,6 +50,9 @@ impl Node {
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.shutdown.is_draining() {
             return Err("draining");
+        }
+        if !self.history.is_available() {
+            return Err("history store unavailable");
         }
         Ok(())
     }

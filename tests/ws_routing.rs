@@ -52,7 +52,7 @@ async fn concrete_and_wildcard_subscriptions_each_get_their_own_copy() {
     let mut want = vec![wild, base];
     want.sort_by_key(|v| v.to_string());
     assert_eq!(ids, want, "once per matching subscription");
-    c.expect_silence(Duration::from_millis(300)).await;
+    c.expect_no_push(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -75,8 +75,8 @@ async fn a_connection_never_receives_an_account_it_did_not_subscribe() {
     for _ in 0..5 {
         assert_eq!(b.next_push().await["channel"], aa("eip155:8453", ADDR_B));
     }
-    a.expect_silence(Duration::from_millis(200)).await;
-    c.expect_silence(Duration::from_millis(200)).await;
+    a.expect_no_push(Duration::from_millis(200)).await;
+    c.expect_no_push(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -107,7 +107,7 @@ async fn unsubscribe_stops_delivery_and_always_succeeds() {
     assert_eq!(r["event"], "unsubscribed");
     assert_eq!((r["data"]["succeeded"].clone(), r["data"]["failed"].clone()), (json!([ch]), json!([])));
     gw.publish(json!({"channel": aa("eip155:1", ADDR_A), "data": {}})).await;
-    c.expect_silence(Duration::from_millis(300)).await;
+    c.expect_no_push(Duration::from_millis(300)).await;
 
     // An id the server does not know: still `unsubscribed`, failed empty.
     c.send(json!({"event": "unsubscribe", "data": {"requestId": "u2", "subscription": "no-such-id", "channels": [ch]}})).await;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthConfig;
 use crate::chains::ChainsConfig;
+use crate::history::{HistoryConfig, StorageConfig};
 use serde_helpers::string_list;
 
 /// Everything the gateway can be told.
@@ -25,6 +26,8 @@ pub struct Settings {
     pub admin: AdminConfig,
     pub chains: ChainsConfig,
     pub delivery: DeliveryConfig,
+    pub storage: StorageConfig,
+    pub history: HistoryConfig,
     pub log: LogConfig,
 }
 

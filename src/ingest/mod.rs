@@ -1,54 +1,100 @@
 //! Ingest: publications coming in (the HTTP publish API; later stream consumers), validated,
-//! recorded as chain signs of life, and handed to the hub for fan-out.
+//! recorded as chain signs of life, made durable, and handed to the hub for fan-out.
+//!
+//! Account activity is appended to the history first; the hub hears of it from the history's
+//! commit listener, in commit order, so a push is never sent for a publication that is not
+//! committed. Market data is ephemeral and goes to the hub directly.
+mod listener;
 pub mod validate;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::hub::Publication;
+use serde::Serialize;
+
+use crate::history::{HistoryError, NewPublication};
+use crate::hub::{message_id, Position, Publication};
 use crate::metrics;
 use crate::node::Node;
-use crate::protocol::Channel;
+use crate::protocol::{Channel, Namespace};
+pub use listener::{durable_publication, HubListener};
 pub use validate::{validate, ItemError, Rejection, Validated};
 
 /// What happened to one accepted publication.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Outcome {
     pub channel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    /// True when the idempotency key was already stored: not delivered again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
-/// Publishing failed after validation (e.g. the store is down); nothing was delivered.
+/// Publishing failed after validation; nothing was delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("the history store is unavailable: {0}")]
+    #[error("the history store is unavailable ({0})")]
     Unavailable(String),
 }
 
-/// Publishes validated publications in order.
+impl From<HistoryError> for PublishError {
+    fn from(e: HistoryError) -> Self {
+        PublishError::Unavailable(e.to_string())
+    }
+}
+
+/// Publishes validated publications; outcomes are in input order.
 pub async fn publish(node: &Arc<Node>, items: Vec<Validated>) -> Result<Vec<Outcome>, PublishError> {
-    let accepted_at = Instant::now();
-    let mut outcomes = Vec::with_capacity(items.len());
-    for item in items {
+    let durable: Vec<NewPublication> = items
+        .iter()
+        .filter(|i| i.namespace() == Namespace::AccountActivity)
+        .map(|i| NewPublication {
+            stream: i.channel.hub_key(),
+            channel: i.canonical.clone(),
+            payload: i.payload.clone(),
+            idempotency_key: i.id.clone(),
+        })
+        .collect();
+    // A publication is a sign of life of its chain as soon as it arrives.
+    for item in &items {
         if let Channel::AccountActivity(a) = &item.channel {
             node.chains.sign_of_life(&a.account.chain);
         }
-        let publication = Arc::new(publication_of(&item, accepted_at));
+    }
+    let mut committed = node.history.append(durable).await?.into_iter();
+    let accepted_at = Instant::now();
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
         metrics::get().published(item.namespace(), 1);
-        node.hub.publish(&publication);
-        outcomes.push(Outcome { channel: item.canonical });
+        match item.namespace() {
+            Namespace::AccountActivity => {
+                let c = committed.next().ok_or_else(|| PublishError::Unavailable("history answered fewer publications than appended".into()))?;
+                let position = Position { epoch: c.position.epoch, offset: c.position.offset };
+                outcomes.push(Outcome {
+                    channel: item.canonical,
+                    message_id: Some(message_id(&position)),
+                    position: Some(position),
+                    duplicate: c.duplicate,
+                });
+            }
+            Namespace::MarketData => {
+                let publication = Arc::new(Publication::new(
+                    Namespace::MarketData,
+                    item.channel.hub_key(),
+                    item.channel.chain().reference().to_owned(),
+                    item.canonical.as_str().into(),
+                    &item.payload,
+                    None,
+                    accepted_at,
+                ));
+                node.hub.publish(&publication);
+                outcomes.push(Outcome { channel: item.canonical, message_id: None, position: None, duplicate: false });
+            }
+        }
     }
     Ok(outcomes)
-}
-
-fn publication_of(item: &Validated, accepted_at: Instant) -> Publication {
-    let chain_reference = item.channel.chain().reference().to_owned();
-    Publication::new(
-        item.namespace(),
-        item.channel.hub_key(),
-        chain_reference,
-        item.canonical.as_str().into(),
-        &item.payload,
-        None,
-        accepted_at,
-    )
 }

@@ -50,6 +50,8 @@ struct Session {
     errors: ErrorBudget,
     acks: Option<AckTracker>,
     last_seen: Instant,
+    /// Replays queued by resuming subscribes, pumped by the session loop.
+    replays: std::collections::VecDeque<resume::ReplayJob>,
 }
 
 /// Why the reader loop stopped; decides the close frame.
@@ -86,6 +88,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
         errors: ErrorBudget::new(settings.limits.errors_per_minute, Duration::from_secs(60)),
         acks,
         last_seen: Instant::now(),
+        replays: Default::default(),
     };
 
     let ping_every = settings.server.ping_interval;
@@ -103,6 +106,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
 
     let stop = loop {
         let ack_due = session.acks.as_ref().and_then(AckTracker::next_due);
+        let replay_delay = session.replay_delay();
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(msg)) => {
@@ -131,6 +135,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                     break stop;
                 }
             }
+            _ = tokio::time::sleep(replay_delay), if !session.replays.is_empty() => session.pump_replay(),
             _ = &mut drain_at => {
                 session.send_down_for_all();
                 break Stop::Close(close::RESTART, "server restart: reconnect", "drain");

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::subscriptions::{relevant, Held};
 use super::{Outbound, Session, Stop};
-use crate::hub::Subscriber;
+use crate::hub::{Gate, Subscriber};
 use crate::metrics;
 use crate::protocol::request::{self, Request, WirePosition};
 use crate::protocol::{reply, Channel, ErrorCode, Namespace};
@@ -113,10 +113,16 @@ impl Session {
         }
 
         let subscription_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-        let resume = self.prepare_resume(&held, &positions, &mut extra).await;
-        // Register for live delivery before the reply: nothing published after this point
-        // can be missed. In ack mode with resume, live pushes are held back until the replay.
-        for h in &held {
+        // Register for live delivery before reading positions or history: nothing published
+        // after this point can be missed. A resuming channel's live pushes wait at its gate.
+        let gated: Vec<(Held, Option<Arc<Gate>>)> = held
+            .into_iter()
+            .map(|h| {
+                let gate = self.gate_for(&h, &positions);
+                (h, gate)
+            })
+            .collect();
+        for (h, gate) in &gated {
             self.node.hub.subscribe(
                 &h.key,
                 Subscriber {
@@ -125,9 +131,12 @@ impl Session {
                     channel: h.sent.clone(),
                     chain_reference: h.chain_filter(),
                     outbox: self.outbox.clone(),
+                    gate: gate.clone(),
                 },
             );
         }
+        let jobs = self.prepare_resume(&subscription_id, &gated, &positions, &mut extra).await;
+        let held: Vec<Held> = gated.into_iter().map(|(h, _)| h).collect();
         let m = metrics::get();
         m.subscriptions_active.increment(1.0);
         m.channels_active.increment(new as f64);
@@ -141,7 +150,8 @@ impl Session {
             extra,
         )));
         self.send_up_after_subscribe(&selectors);
-        self.replay(&subscription_id, resume).await
+        self.replays.extend(jobs);
+        None
     }
 
     /// The `up` notification right after a subscribe: the chains up now that concern it.

@@ -27,6 +27,8 @@ pub struct TestGateway {
     pub publisher_key: String,
     pub admin_key: String,
     pub http: reqwest::Client,
+    /// Holds the SQLite history file for the life of the gateway.
+    pub data_dir: tempfile::TempDir,
 }
 
 pub fn bin() -> &'static str {
@@ -39,6 +41,8 @@ impl TestGateway {
         let secret = format!("secret-{}", uuid::Uuid::new_v4());
         let publisher_key = format!("pub-{}", uuid::Uuid::new_v4());
         let admin_key = format!("adm-{}", uuid::Uuid::new_v4());
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let db = format!("sqlite://{}/gateway.db", data_dir.path().display());
         let mut cmd = Command::new(bin());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -47,6 +51,7 @@ impl TestGateway {
             .env("GATEWAY__AUTH__HS256_SECRET", &secret)
             .env("GATEWAY__PUBLISH__API_KEYS", &publisher_key)
             .env("GATEWAY__ADMIN__API_KEYS", &admin_key)
+            .env("GATEWAY__STORAGE__URL", &db)
             .env("GATEWAY__CHAINS__KNOWN", format!("eip155:1,eip155:8453,eip155:137,{SOL_MAINNET}"));
         for (k, v) in env {
             cmd.env(k, v);
@@ -59,6 +64,7 @@ impl TestGateway {
             publisher_key,
             admin_key,
             http: reqwest::Client::new(),
+            data_dir,
         }
     }
 
@@ -232,6 +238,17 @@ impl WsClient {
     pub async fn expect_silence(&mut self, d: Duration) {
         if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(d, self.ws.next()).await {
             panic!("unexpected message: {t}");
+        }
+    }
+
+    /// Asserts that no push (`event: data`) arrives within `d`; system notifications are skipped.
+    pub async fn expect_no_push(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            if let Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                assert_eq!(v["event"], "system-notification", "unexpected message: {t}");
+            }
         }
     }
 
