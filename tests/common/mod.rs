@@ -2,6 +2,9 @@
 //! talks to it with real WebSocket and HTTP clients.
 #![allow(dead_code)]
 
+pub mod backend;
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,67 @@
+//! A TCP proxy on loopback that a test can cut: every open connection is dropped at once,
+//! new ones are refused while it is down.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: watch::Sender<u64>,
+    down: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(0u64);
+        let down = Arc::new(AtomicBool::new(false));
+        let (cut2, down2) = (cut.clone(), down.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if down2.load(Ordering::Acquire) {
+                    continue;
+                }
+                let mut rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(target).await else { return };
+                    let (mut ri, mut wi) = inbound.into_split();
+                    let (mut ro, mut wo) = outbound.into_split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut ri, &mut wo) => {}
+                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut, down, task }
+    }
+
+    /// Drops every open connection.
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Cuts and refuses new connections until `up`.
+    pub fn down(&self) {
+        self.down.store(true, Ordering::Release);
+        self.cut();
+    }
+
+    pub fn up(&self) {
+        self.down.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
