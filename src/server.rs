@@ -46,9 +46,12 @@ pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, 
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            // A connection that never sends a byte is closed after the idle timeout.
-            if tokio::time::timeout(idle, stream.readable()).await.is_err() {
-                return;
+            // A connection that never sends a byte is closed after the idle timeout. `peek`,
+            // not `readable`: a freshly accepted socket reports itself readable at once.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(idle, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
             }
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder

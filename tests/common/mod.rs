@@ -133,6 +133,28 @@ impl TestGateway {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any request with an optional bearer key and a raw body; the response body as JSON
+    /// (`Null` when it is not JSON).
+    pub async fn raw(&self, method: &str, path: &str, key: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let r = req.send().await.expect("http");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the metric series has exactly `want`.
+    pub async fn wait_metric(&self, series: &str, want: f64, within: Duration) {
+        wait_until(within, &format!("{series} == {want}"), || async { self.metric(series).await == want }).await;
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         let r = self.http.get(self.url(path)).send().await.expect("http");
         let s = r.status().as_u16();
@@ -161,25 +183,87 @@ impl Drop for TestGateway {
 }
 
 /// Spawns the command with piped stdout and waits for `listening on ADDR`.
-pub fn spawn_and_wait(mut cmd: Command) -> (Child, SocketAddr) {
+pub fn spawn_and_wait(cmd: Command) -> (Child, SocketAddr) {
+    let (child, addr, _) = spawn_capture(cmd);
+    (child, addr)
+}
+
+/// Like [`spawn_and_wait`], also returning every stdout line printed before `listening on`
+/// (the dev-mode banner).
+pub fn spawn_capture(mut cmd: Command) -> (Child, SocketAddr, Vec<String>) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("spawn gateway");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
+        let mut before = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(addr) = line.strip_prefix("listening on ") {
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr.trim().to_owned());
+                    let _ = tx.send((addr.trim().to_owned(), std::mem::take(&mut before)));
                 }
+            } else if tx.is_some() {
+                before.push(line);
             }
         }
     });
-    let addr = rx
+    let (addr, lines) = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("gateway did not print `listening on` within 20 s");
-    (child, addr.parse().expect("addr"))
+    (child, addr.parse().expect("addr"), lines)
+}
+
+/// Polls `check` every 20 ms until it returns true; panics with `what` after `within`.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts the exact shape of an `error` reply: `{"event":"error","timestamp":…,"data":{
+/// "requestId"?, "code", "message"}}`, and that it carries no `channel` anywhere.
+pub fn assert_error(m: &Value, code: &str, request_id: Option<&str>) {
+    assert_eq!(m["event"], "error", "{m}");
+    let keys: Vec<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["data", "event", "timestamp"], "{m}");
+    assert!(m["timestamp"].as_i64().is_some_and(|t| t > 1_700_000_000_000), "{m}");
+    assert_eq!(m["data"]["code"], code, "{m}");
+    assert!(m["data"]["message"].as_str().is_some_and(|s| !s.is_empty()), "{m}");
+    let mut want = vec!["code", "message"];
+    match request_id {
+        Some(id) => {
+            assert_eq!(m["data"]["requestId"], id, "{m}");
+            want.push("requestId");
+        }
+        None => assert!(m["data"].get("requestId").is_none(), "{m}"),
+    }
+    let mut keys: Vec<&str> = m["data"].as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, want, "{m}");
+}
+
+/// `{"event":"system-notification","channel":"system-notifications.v1.<ns>","data":{…}}`
+/// with its timestamp removed, for exact comparison.
+pub fn status_msg(ns: &str, chains: &[&str], status: &str) -> Value {
+    json!({"event": "system-notification", "channel": format!("system-notifications.v1.{ns}"),
+           "data": {"chainIds": chains, "status": status}})
+}
+
+/// Removes (and checks) the `timestamp` of a server message.
+pub fn without_ts(mut m: Value) -> Value {
+    let ts = m.as_object_mut().and_then(|o| o.remove("timestamp"));
+    assert!(ts.and_then(|t| t.as_i64()).is_some_and(|t| t > 1_700_000_000_000), "no timestamp: {m}");
+    m
 }
 
 pub fn chrono_now() -> i64 {
@@ -273,6 +357,33 @@ impl WsClient {
         }
     }
 
+    /// Asserts that no push (`event: data`) arrives within `d`; system notifications are
+    /// skipped.
+    pub async fn expect_no_push(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            if let Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                assert_eq!(v["event"], "system-notification", "unexpected message: {v}");
+            }
+        }
+    }
+
+    /// The next system notification, without its timestamp (5 s timeout). Panics on any
+    /// other message.
+    pub async fn next_status(&mut self) -> Value {
+        let m = self.recv().await;
+        assert_eq!(m["event"], "system-notification", "expected a system notification: {m}");
+        without_ts(m)
+    }
+
+    /// Sends a subscribe with `request_id` and returns the reply.
+    pub async fn subscribe_as(&mut self, request_id: &str, channels: &[&str]) -> Value {
+        self.send(json!({"event": "subscribe", "data": {"requestId": request_id, "channels": channels}}))
+            .await;
+        self.reply_to(request_id).await
+    }
+
     /// Subscribes and returns the `subscribed` reply (skipping system notifications).
     pub async fn subscribe(&mut self, channels: &[&str]) -> Value {
         let request_id = uuid::Uuid::new_v4().to_string();
@@ -320,4 +431,121 @@ pub fn activity(address: &str, chain: &str, n: u64) -> Value {
 
 pub fn aa(chain: &str, address: &str) -> String {
     format!("account-activity.v1.{chain}:{address}")
+}
+
+/// A minimal WebSocket client over a raw TCP stream: it answers nothing by itself (no
+/// automatic pongs, no close reply), so a test controls every byte the server sees.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One frame as the server sent it.
+#[derive(Debug, PartialEq)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// `(code, reason)` of a close frame.
+    pub fn close_code(&self) -> Option<(u16, String)> {
+        (self.opcode == 0x8 && self.payload.len() >= 2).then(|| {
+            (
+                u16::from_be_bytes([self.payload[0], self.payload[1]]),
+                String::from_utf8_lossy(&self.payload[2..]).into_owned(),
+            )
+        })
+    }
+}
+
+impl RawWs {
+    /// Connects, upgrades `path` and returns the client (the `101` head is consumed).
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut ws = RawWs { stream, buf: Vec::new() };
+        let head = ws.read_until_head().await;
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        ws
+    }
+
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    async fn read_until_head(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 4);
+                return head;
+            }
+            assert!(self.fill().await, "connection closed during the handshake");
+        }
+    }
+
+    /// The next frame, or `None` when the TCP connection has ended.
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        loop {
+            if let Some((frame, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// Sends one masked frame.
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let mut out = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&out).await.expect("raw send");
+    }
+}
+
+fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
+    let (len, mut at) = match buf[1] & 0x7f {
+        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+        n => (n as usize, 2),
+    };
+    assert_eq!(buf[1] & 0x80, 0, "server frames are never masked");
+    let payload = buf.get(at..at + len)?.to_vec();
+    at += len;
+    Some((RawFrame { fin, opcode, payload }, at))
 }
