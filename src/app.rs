@@ -22,7 +22,10 @@ pub enum StartError {
     #[error("{0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("metrics: {0}")]
     Metrics(String),
 }
@@ -39,7 +42,8 @@ impl Gateway {
     pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         let handle = metrics::install().map_err(StartError::Metrics)?;
         let settings = Arc::new(settings);
-        let verifier = Verifier::new(&settings.auth).map_err(|e| StartError::Config(format!("auth: {e}")))?;
+        let verifier =
+            Verifier::new(&settings.auth).map_err(|e| StartError::Config(format!("auth: {e}")))?;
         let chains = Chains::new(settings.chains.clone()).map_err(StartError::Config)?;
         let shutdown = Shutdown::new();
         let hub = Arc::new(Hub::new());
@@ -47,12 +51,22 @@ impl Gateway {
         let history = History::open(&settings.storage, &settings.history, listener)
             .await
             .map_err(|e| StartError::Config(format!("history store: {e}")))?;
-        let node = Arc::new(Node::new(settings.clone(), hub, history, chains.clone(), verifier, shutdown.clone()));
+        let node = Arc::new(Node::new(
+            settings.clone(),
+            hub,
+            history,
+            chains.clone(),
+            verifier,
+            shutdown.clone(),
+        ));
         tokio::spawn(chains.run(shutdown.stop_token()));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .await
-            .map_err(|source| StartError::Bind { addr: settings.server.listen.clone(), source })?;
+            .map_err(|source| StartError::Bind {
+                addr: settings.server.listen.clone(),
+                source,
+            })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: settings.server.listen.clone(),
             source,

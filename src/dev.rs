@@ -54,11 +54,19 @@ pub fn banner(settings: &Settings, addr: &str) -> String {
         .as_deref()
         .and_then(|s| auth::mint_hs256(s, "dev-wallet", Duration::from_secs(24 * 3600)).ok())
         .unwrap_or_else(|| "(configure auth.hs256_secret to get a token here)".into());
-    let publisher = settings.publish.api_keys.first().cloned().unwrap_or_default();
+    let publisher = settings
+        .publish
+        .api_keys
+        .first()
+        .cloned()
+        .unwrap_or_default();
     let admin = settings.admin.api_keys.first().cloned().unwrap_or_default();
     let address = "0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f";
     let mut out = String::new();
-    let _ = writeln!(out, "activity-gateway DEV MODE (random secret, keys change on every start; not for production)");
+    let _ = writeln!(
+        out,
+        "activity-gateway DEV MODE (random secret, keys change on every start; not for production)"
+    );
     let _ = writeln!(out, "  client token (sub dev-wallet, 24h): {token}");
     let _ = writeln!(out, "  connect:        ws://{addr}/v1?token=<client token>");
     let _ = writeln!(out, "  publisher key:  {publisher}");

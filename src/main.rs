@@ -12,7 +12,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "activity-gateway", version, about = "MetaMask-compatible WebSocket gateway for real-time account activity")]
+#[command(
+    name = "activity-gateway",
+    version,
+    about = "MetaMask-compatible WebSocket gateway for real-time account activity"
+)]
 struct Cli {
     /// TOML configuration file (environment variables GATEWAY__SECTION__KEY override it).
     #[arg(long, global = true)]
@@ -67,7 +71,12 @@ fn main() -> Result<()> {
             println!("{}", auth::mint_hs256(secret, &sub, ttl)?);
             Ok(())
         }
-        Command::Tail { address, ack, url, token } => {
+        Command::Tail {
+            address,
+            ack,
+            url,
+            token,
+        } => {
             let token = match token {
                 Some(t) => t,
                 None => {
@@ -77,13 +86,18 @@ fn main() -> Result<()> {
                     auth::mint_hs256(secret, "tail", Duration::from_secs(24 * 3600))?
                 }
             };
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
             runtime.block_on(tail(url, token, ack, address))
         }
         Command::Migrate => {
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
             runtime.block_on(activity_gateway::history::migrate(&loaded.settings.storage))?;
-            println!("migrations applied to {}", redact(&loaded.settings.storage.url));
+            println!(
+                "migrations applied to {}",
+                redact(&loaded.settings.storage.url)
+            );
             Ok(())
         }
         Command::Serve { dev: dev_flag } => {
@@ -95,7 +109,8 @@ fn main() -> Result<()> {
             } else {
                 dev::require_production_keys(&settings).map_err(anyhow::Error::msg)?;
             }
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
             runtime.block_on(serve(settings, dev_mode))
         }
     }
@@ -120,7 +135,8 @@ async fn serve(settings: Settings, dev_mode: bool) -> Result<()> {
 
 async fn tail(url: String, token: String, ack: bool, address: String) -> Result<()> {
     let channel = format!("account-activity.v1.{address}");
-    activity_gateway::protocol::Channel::parse(&channel).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
+    activity_gateway::protocol::Channel::parse(&channel)
+        .map_err(|e| anyhow::anyhow!("--address: {e}"))?;
     let mut config = ClientConfig::new(url, token);
     config.ack = ack;
     let mut client = Client::connect(config).await?;
@@ -157,7 +173,9 @@ fn redact(url: &str) -> String {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

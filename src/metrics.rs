@@ -7,7 +7,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::protocol::Namespace;
@@ -41,7 +44,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
-            &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ],
         )
         .map_err(|e| e.to_string())?
         .install_recorder()
@@ -108,7 +114,8 @@ pub fn chain_status(chain: &str, up: bool) {
 
 /// A system notification sent to clients, by status.
 pub fn system_notifications(up: bool, n: u64) {
-    counter!("gateway_system_notifications_total", "status" => if up { "up" } else { "down" }).increment(n);
+    counter!("gateway_system_notifications_total", "status" => if up { "up" } else { "down" })
+        .increment(n);
 }
 
 /// A rejected publish request, by code.
@@ -117,20 +124,59 @@ pub fn publish_rejected(code: &'static str) {
 }
 
 fn describe() {
-    describe_gauge!("gateway_connections_open", "WebSocket connections currently open");
-    describe_counter!("gateway_connection_attempts_total", "WebSocket upgrade attempts by result");
-    describe_gauge!("gateway_subscriptions_active", "Subscription ids currently held by clients");
-    describe_gauge!("gateway_channels_active", "Channels currently subscribed (per connection, distinct)");
-    describe_counter!("gateway_publications_total", "Publications accepted by the publish API, by namespace");
-    describe_counter!("gateway_notifications_delivered_total", "Push frames written to clients, by namespace");
-    describe_histogram!("gateway_delivery_latency_seconds", "Time from publish accepted to push frame written");
-    describe_counter!("gateway_slow_consumer_disconnects_total", "Connections closed with 1013 because their outbound queue overflowed");
-    describe_counter!("gateway_protocol_errors_total", "Error replies sent to clients, by code");
-    describe_counter!("gateway_auth_failures_total", "Rejected client tokens, by reason");
+    describe_gauge!(
+        "gateway_connections_open",
+        "WebSocket connections currently open"
+    );
+    describe_counter!(
+        "gateway_connection_attempts_total",
+        "WebSocket upgrade attempts by result"
+    );
+    describe_gauge!(
+        "gateway_subscriptions_active",
+        "Subscription ids currently held by clients"
+    );
+    describe_gauge!(
+        "gateway_channels_active",
+        "Channels currently subscribed (per connection, distinct)"
+    );
+    describe_counter!(
+        "gateway_publications_total",
+        "Publications accepted by the publish API, by namespace"
+    );
+    describe_counter!(
+        "gateway_notifications_delivered_total",
+        "Push frames written to clients, by namespace"
+    );
+    describe_histogram!(
+        "gateway_delivery_latency_seconds",
+        "Time from publish accepted to push frame written"
+    );
+    describe_counter!(
+        "gateway_slow_consumer_disconnects_total",
+        "Connections closed with 1013 because their outbound queue overflowed"
+    );
+    describe_counter!(
+        "gateway_protocol_errors_total",
+        "Error replies sent to clients, by code"
+    );
+    describe_counter!(
+        "gateway_auth_failures_total",
+        "Rejected client tokens, by reason"
+    );
     describe_gauge!("gateway_chain_status", "Chain status: 1 up, 0 down");
-    describe_counter!("gateway_system_notifications_total", "System notifications sent to clients, by status");
-    describe_counter!("gateway_disconnects_total", "Connections closed by the server, by reason");
-    describe_counter!("gateway_publish_rejected_total", "Publish requests rejected, by code");
+    describe_counter!(
+        "gateway_system_notifications_total",
+        "System notifications sent to clients, by status"
+    );
+    describe_counter!(
+        "gateway_disconnects_total",
+        "Connections closed by the server, by reason"
+    );
+    describe_counter!(
+        "gateway_publish_rejected_total",
+        "Publish requests rejected, by code"
+    );
 }
 
 /// Acks that matched a pending push.

@@ -8,20 +8,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets HTTP requests in flight
 /// finish (upgraded WebSocket sessions are drained by the node, not here).
-pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, stop: CancellationToken) {
-    let graceful = GracefulShutdown::new();
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: ServerConfig,
+    stop: CancellationToken,
+) {
+    let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     loop {
         let permit = tokio::select! {
@@ -43,8 +47,8 @@ pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, 
         let service = TowerToHyperService::new(router.clone());
         let idle = config.idle_timeout;
         let handshake = config.handshake_timeout;
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        connections.spawn(async move {
             let _permit = permit;
             // A connection that never sends a byte is closed after the idle timeout. `peek`,
             // not `readable`: a freshly accepted socket reports itself readable at once.
@@ -53,16 +57,28 @@ pub async fn serve(listener: TcpListener, router: Router, config: ServerConfig, 
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
+            // HTTP/1.1 only: wallets upgrade to WebSocket over HTTP/1.1 and publishers post
+            // over it. (The auto HTTP/1-or-2 detection reads the first bytes with no timer, so a
+            // client could hold a connection open by sending one byte.)
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(handshake)
-                .keep_alive(true);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let _ = watcher.watch(conn.into_owned()).await;
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    // Let the request in flight finish, then close (upgraded sessions are
+                    // already detached from this connection and drained by the node).
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
 }

@@ -21,14 +21,32 @@ async fn subscribe_reply_and_push_have_the_exact_production_shape() {
     assert!(reply.get("channel").is_none() && reply["data"].get("channel").is_none());
 
     let data = activity(ADDR_A, "eip155:8453", 1);
-    let (status, body) = gw.publish(json!({"channel": aa("eip155:8453", ADDR_A), "data": data})).await;
-    assert_eq!((status, body["accepted"].clone()), (200, json!(1)), "{body}");
+    let (status, body) = gw
+        .publish(json!({"channel": aa("eip155:8453", ADDR_A), "data": data}))
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (200, json!(1)),
+        "{body}"
+    );
     let push = c.next_push().await;
-    let keys: Vec<&str> = push.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["channel", "data", "event", "subscriptionId", "timestamp"]);
+    let keys: Vec<&str> = push
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["channel", "data", "event", "subscriptionId", "timestamp"]
+    );
     assert_eq!(push["event"], "data");
     assert_eq!(push["subscriptionId"], sub_id.as_str());
-    assert_eq!(push["channel"], aa("eip155:8453", ADDR_A), "wildcard subscribers get the concrete chain");
+    assert_eq!(
+        push["channel"],
+        aa("eip155:8453", ADDR_A),
+        "wildcard subscribers get the concrete chain"
+    );
     assert_eq!(push["data"], data);
     assert!(push["data"].get("requestId").is_none());
     assert!(push["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
@@ -39,15 +57,31 @@ async fn concrete_and_wildcard_subscriptions_each_get_their_own_copy() {
     let gw = TestGateway::start(&[]).await;
     let mut c = gw.client().await;
     let wild = c.subscribe(&[&aa("eip155:0", ADDR_A)]).await["data"]["subscriptionId"].clone();
-    let base = c.subscribe(&[&aa("eip155:8453", &ADDR_A.to_uppercase().replace("0X", "0x"))]).await["data"]["subscriptionId"].clone();
+    let base = c
+        .subscribe(&[&aa(
+            "eip155:8453",
+            &ADDR_A.to_uppercase().replace("0X", "0x"),
+        )])
+        .await["data"]["subscriptionId"]
+        .clone();
     assert_ne!(wild, base);
 
-    gw.publish(json!({"channel": aa("eip155:1", ADDR_A), "data": activity(ADDR_A, "eip155:1", 1)})).await;
+    gw.publish(json!({"channel": aa("eip155:1", ADDR_A), "data": activity(ADDR_A, "eip155:1", 1)}))
+        .await;
     let p = c.next_push().await;
-    assert_eq!((p["subscriptionId"].clone(), p["channel"].clone()), (wild.clone(), json!(aa("eip155:1", ADDR_A))));
+    assert_eq!(
+        (p["subscriptionId"].clone(), p["channel"].clone()),
+        (wild.clone(), json!(aa("eip155:1", ADDR_A)))
+    );
 
-    gw.publish(json!({"channel": aa("eip155:8453", ADDR_A), "data": activity(ADDR_A, "eip155:8453", 2)})).await;
-    let mut ids = vec![c.next_push().await["subscriptionId"].clone(), c.next_push().await["subscriptionId"].clone()];
+    gw.publish(
+        json!({"channel": aa("eip155:8453", ADDR_A), "data": activity(ADDR_A, "eip155:8453", 2)}),
+    )
+    .await;
+    let mut ids = vec![
+        c.next_push().await["subscriptionId"].clone(),
+        c.next_push().await["subscriptionId"].clone(),
+    ];
     ids.sort_by_key(|v| v.to_string());
     let mut want = vec![wild, base];
     want.sort_by_key(|v| v.to_string());
@@ -69,7 +103,10 @@ async fn a_connection_never_receives_an_account_it_did_not_subscribe() {
     for n in 0..5 {
         gw.publish(json!({"channel": aa("eip155:8453", ADDR_B), "data": activity(ADDR_B, "eip155:8453", n)})).await;
     }
-    gw.publish(json!({"channel": aa("eip155:8453", ADDR_A), "data": {"marker": true, "address": ADDR_A}})).await;
+    gw.publish(
+        json!({"channel": aa("eip155:8453", ADDR_A), "data": {"marker": true, "address": ADDR_A}}),
+    )
+    .await;
     let p = a.next_push().await;
     assert_eq!(p["data"]["marker"], true, "A saw B's activity first: {p}");
     for _ in 0..5 {
@@ -101,29 +138,49 @@ async fn unsubscribe_stops_delivery_and_always_succeeds() {
     let gw = TestGateway::start(&[]).await;
     let mut c = gw.client().await;
     let ch = aa("eip155:0", ADDR_A);
-    let sub = c.subscribe(&[&ch]).await["data"]["subscriptionId"].as_str().unwrap().to_owned();
+    let sub = c.subscribe(&[&ch]).await["data"]["subscriptionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     c.send(json!({"event": "unsubscribe", "data": {"requestId": "u1", "subscription": sub, "channels": [ch]}})).await;
     let r = c.reply_to("u1").await;
     assert_eq!(r["event"], "unsubscribed");
-    assert_eq!((r["data"]["succeeded"].clone(), r["data"]["failed"].clone()), (json!([ch]), json!([])));
-    gw.publish(json!({"channel": aa("eip155:1", ADDR_A), "data": {}})).await;
+    assert_eq!(
+        (r["data"]["succeeded"].clone(), r["data"]["failed"].clone()),
+        (json!([ch]), json!([]))
+    );
+    gw.publish(json!({"channel": aa("eip155:1", ADDR_A), "data": {}}))
+        .await;
     c.expect_no_push(Duration::from_millis(300)).await;
 
     // An id the server does not know: still `unsubscribed`, failed empty.
     c.send(json!({"event": "unsubscribe", "data": {"requestId": "u2", "subscription": "no-such-id", "channels": [ch]}})).await;
     let r = c.reply_to("u2").await;
-    assert_eq!((r["event"].clone(), r["data"]["failed"].clone()), (json!("unsubscribed"), json!([])));
+    assert_eq!(
+        (r["event"].clone(), r["data"]["failed"].clone()),
+        (json!("unsubscribed"), json!([]))
+    );
 }
 
 #[tokio::test]
 async fn market_data_is_echoed_exactly_as_subscribed() {
     let gw = TestGateway::start(&[]).await;
     let mut c = gw.client().await;
-    let mixed = "market-data.v1.eip155:8453/erc20:0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913.1m.usd";
+    let mixed =
+        "market-data.v1.eip155:8453/erc20:0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913.1m.usd";
     let sub = c.subscribe(&[mixed]).await["data"]["subscriptionId"].clone();
     let bar = json!({"timestamp": 1760099820, "open": 1.0, "high": 1.2, "low": 0.9, "close": 1.1, "volume": 1000});
-    let (s, b) = gw.publish(json!({"channel": mixed.to_lowercase(), "data": bar})).await;
+    let (s, b) = gw
+        .publish(json!({"channel": mixed.to_lowercase(), "data": bar}))
+        .await;
     assert_eq!(s, 200, "{b}");
     let p = c.next_push().await;
-    assert_eq!((p["channel"].as_str().unwrap(), p["subscriptionId"].clone(), p["data"].clone()), (mixed, sub, bar));
+    assert_eq!(
+        (
+            p["channel"].as_str().unwrap(),
+            p["subscriptionId"].clone(),
+            p["data"].clone()
+        ),
+        (mixed, sub, bar)
+    );
 }

@@ -48,7 +48,9 @@ mod humantime_serde_map {
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<String, Duration>, D::Error> {
         let raw = HashMap::<String, String>::deserialize(d)?;
         raw.into_iter()
             .map(|(k, v)| {
@@ -136,12 +138,18 @@ impl Chains {
         for id in chains.config.known.clone() {
             let chain = ChainId::parse(&id).map_err(|e| format!("chains.known: {e}"))?;
             if chain.is_wildcard() {
-                return Err(format!("chains.known: {id} is the wildcard reference 0, not a chain"));
+                return Err(format!(
+                    "chains.known: {id} is the wildcard reference 0, not a chain"
+                ));
             }
-            chains.entries.lock().entry(chain.to_string()).or_insert_with(|| {
-                metrics::chain_status(&chain.to_string(), false);
-                chains.new_entry(chain.clone())
-            });
+            chains
+                .entries
+                .lock()
+                .entry(chain.to_string())
+                .or_insert_with(|| {
+                    metrics::chain_status(&chain.to_string(), false);
+                    chains.new_entry(chain.clone())
+                });
         }
         for key in chains.config.stale_after_overrides.keys() {
             ChainId::parse(key).map_err(|e| format!("chains.stale_after_overrides: {e}"))?;
@@ -194,7 +202,10 @@ impl Chains {
             let up = entry.computed_up(now);
             let changed = up != entry.up;
             entry.up = up;
-            (changed.then(|| (entry.chain.clone(), up)), view_of(entry, now))
+            (
+                changed.then(|| (entry.chain.clone(), up)),
+                view_of(entry, now),
+            )
         };
         self.announce(changed.into_iter().collect());
         Ok(view)
@@ -233,14 +244,20 @@ impl Chains {
     /// Every chain that is up now, sorted.
     pub fn up_chains(&self) -> Vec<ChainId> {
         let entries = self.entries.lock();
-        let mut up: Vec<ChainId> = entries.values().filter(|e| e.up).map(|e| e.chain.clone()).collect();
+        let mut up: Vec<ChainId> = entries
+            .values()
+            .filter(|e| e.up)
+            .map(|e| e.chain.clone())
+            .collect();
         up.sort();
         up
     }
 
     pub fn view(&self, chain: &ChainId) -> Option<ChainView> {
         let entries = self.entries.lock();
-        entries.get(&chain.to_string()).map(|e| view_of(e, Instant::now()))
+        entries
+            .get(&chain.to_string())
+            .map(|e| view_of(e, Instant::now()))
     }
 
     /// Every chain, sorted by id.
@@ -329,11 +346,21 @@ mod tests {
         assert_eq!(c.set_mode(&eth, Mode::Up).unwrap().status, "up");
         assert_eq!(c.set_mode(&eth, Mode::Down).unwrap().status, "down");
         c.sign_of_life(&eth);
-        assert_eq!(c.view(&eth).unwrap().status, "down", "forced down ignores signs of life");
+        assert_eq!(
+            c.view(&eth).unwrap().status,
+            "down",
+            "forced down ignores signs of life"
+        );
         assert_eq!(c.set_mode(&eth, Mode::Auto).unwrap().status, "up");
-        assert!(c.set_mode(&ChainId::parse("eip155:10").unwrap(), Mode::Up).is_err());
+        assert!(c
+            .set_mode(&ChainId::parse("eip155:10").unwrap(), Mode::Up)
+            .is_err());
         let base = ChainId::parse("eip155:8453").unwrap();
         c.sign_of_life(&base);
-        assert_eq!(c.up_chains(), vec![eth, base], "a heartbeat adds an unknown chain");
+        assert_eq!(
+            c.up_chains(),
+            vec![eth, base],
+            "a heartbeat adds an unknown chain"
+        );
     }
 }

@@ -35,7 +35,9 @@ impl Watermarks {
 
     /// Sets the starting point (from a `subscribed` reply) unless one is known already.
     pub fn start_at(&mut self, channel: &str, position: WirePosition) {
-        self.by_channel.entry(channel.to_owned()).or_insert(position);
+        self.by_channel
+            .entry(channel.to_owned())
+            .or_insert(position);
     }
 
     /// Forgets a channel whose recovery failed (the client must refresh from its HTTP source).
@@ -53,14 +55,20 @@ mod tests {
     use super::*;
 
     fn p(epoch: &str, offset: u64) -> WirePosition {
-        WirePosition { epoch: epoch.into(), offset }
+        WirePosition {
+            epoch: epoch.into(),
+            offset,
+        }
     }
 
     #[test]
     fn duplicates_and_epoch_changes() {
         let mut w = Watermarks::default();
         w.start_at("c", p("e", 3));
-        assert!(!w.accept("c", &p("e", 3)), "at the start position: already had it");
+        assert!(
+            !w.accept("c", &p("e", 3)),
+            "at the start position: already had it"
+        );
         assert!(w.accept("c", &p("e", 4)));
         assert!(!w.accept("c", &p("e", 4)), "a redelivery");
         assert!(w.accept("c", &p("e2", 1)), "a new epoch starts over");

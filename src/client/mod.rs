@@ -51,7 +51,11 @@ pub enum Event {
     /// A new (not duplicate) push.
     Notification(Notification),
     /// A `system-notification`.
-    System { channel: String, chain_ids: Vec<String>, up: bool },
+    System {
+        channel: String,
+        chain_ids: Vec<String>,
+        up: bool,
+    },
     /// The client reconnected and resubscribed; per channel, whether history covered the gap.
     /// A `false` means: refresh that account from the HTTP source (poll).
     Resumed { recovered: HashMap<String, bool> },
@@ -74,7 +78,10 @@ pub struct Notification {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: Box<tokio_tungstenite::tungstenite::Error> },
+    Connect {
+        url: String,
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
     #[error("the gateway refused the request: {0}")]
     Refused(String),
     #[error("no reply within {0:?}")]
@@ -137,7 +144,9 @@ impl Client {
                 }
                 Some(Ok(_)) => continue,
             };
-            let Ok(v) = serde_json::from_str::<Value>(&msg) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&msg) else {
+                continue;
+            };
             if let Some(e) = self.on_message(v).await? {
                 return Ok(e);
             }
@@ -151,10 +160,12 @@ impl Client {
                 let channel = v["channel"].as_str().unwrap_or_default().to_owned();
                 let subscribed = self.subscribed_channel(sub_id, &channel);
                 let message_id = v["messageId"].as_str().map(str::to_owned);
-                let position: Option<WirePosition> = serde_json::from_value(v["position"].clone()).ok();
+                let position: Option<WirePosition> =
+                    serde_json::from_value(v["position"].clone()).ok();
                 if let Some(id) = &message_id {
                     // Ack first: a duplicate also needs its ack, or it is sent again.
-                    self.send(json!({"event": "ack", "data": {"messageIds": [id]}})).await?;
+                    self.send(json!({"event": "ack", "data": {"messageIds": [id]}}))
+                        .await?;
                 }
                 if let Some(p) = &position {
                     if !self.watermarks.accept(&subscribed, p) {
@@ -172,7 +183,8 @@ impl Client {
             }
             Some("system-notification") => Ok(Some(Event::System {
                 channel: v["channel"].as_str().unwrap_or_default().to_owned(),
-                chain_ids: serde_json::from_value(v["data"]["chainIds"].clone()).unwrap_or_default(),
+                chain_ids: serde_json::from_value(v["data"]["chainIds"].clone())
+                    .unwrap_or_default(),
                 up: v["data"]["status"] == "up",
             })),
             _ => Ok(None),
@@ -203,7 +215,9 @@ impl Client {
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
-            let Ok(ws) = open(&self.config).await else { continue };
+            let Ok(ws) = open(&self.config).await else {
+                continue;
+            };
             self.ws = ws;
             self.subscriptions.clear();
             self.reconnects += 1;
@@ -226,7 +240,10 @@ impl Client {
     }
 
     /// Sends a subscribe with resume positions; returns the subscription id and recovery.
-    async fn send_subscribe(&mut self, channels: &[String]) -> Result<(String, HashMap<String, bool>), ClientError> {
+    async fn send_subscribe(
+        &mut self,
+        channels: &[String],
+    ) -> Result<(String, HashMap<String, bool>), ClientError> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut data = json!({"requestId": request_id, "channels": channels});
         if self.config.ack {
@@ -238,7 +255,8 @@ impl Client {
                 data["positions"] = Value::Object(positions);
             }
         }
-        self.send(json!({"event": "subscribe", "data": data})).await?;
+        self.send(json!({"event": "subscribe", "data": data}))
+            .await?;
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.ws.next())
@@ -249,7 +267,9 @@ impl Client {
                 Some(Ok(_)) => continue,
                 _ => return Err(ClientError::Lost("closed during subscribe".into())),
             };
-            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
             if v["data"]["requestId"] != request_id.as_str() {
                 // Pushes and notifications that precede the reply are kept in order.
                 if let Some(e) = Box::pin(self.on_message(v)).await? {
@@ -257,15 +277,24 @@ impl Client {
                 }
                 continue;
             }
-            if v["event"] != "subscribed" || v["data"]["failed"].as_array().is_some_and(|f| !f.is_empty()) {
+            if v["event"] != "subscribed"
+                || v["data"]["failed"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty())
+            {
                 return Err(ClientError::Refused(v["data"].to_string()));
             }
-            let id = v["data"]["subscriptionId"].as_str().unwrap_or_default().to_owned();
+            let id = v["data"]["subscriptionId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             self.subscriptions.insert(id.clone(), channels.to_vec());
             let mut recovered = HashMap::new();
             for c in channels {
                 let rec = &v["data"]["recovery"][c];
-                if let Ok(p) = serde_json::from_value::<WirePosition>(v["data"]["positions"][c].clone()) {
+                if let Ok(p) =
+                    serde_json::from_value::<WirePosition>(v["data"]["positions"][c].clone())
+                {
                     if rec["recovered"] == false {
                         self.watermarks.reset(c, p);
                     } else {
@@ -294,9 +323,12 @@ async fn open(config: &ClientConfig) -> Result<Ws, ClientError> {
     if config.ack {
         url.push_str("&ack=1");
     }
-    let (ws, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| ClientError::Connect {
-        url: config.url.clone(),
-        source: Box::new(e),
-    })?;
+    let (ws, _) =
+        tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: config.url.clone(),
+                source: Box::new(e),
+            })?;
     Ok(ws)
 }

@@ -153,7 +153,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: "text".into() }
+        Self {
+            format: "text".into(),
+        }
     }
 }
 
@@ -186,8 +188,12 @@ impl Settings {
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;
-        let configured = file.is_some() || std::env::vars().any(|(k, _)| k.starts_with("GATEWAY__"));
-        Ok(Loaded { settings, configured })
+        let configured =
+            file.is_some() || std::env::vars().any(|(k, _)| k.starts_with("GATEWAY__"));
+        Ok(Loaded {
+            settings,
+            configured,
+        })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -196,7 +202,9 @@ impl Settings {
             return invalid("server.ping_interval must be greater than 0");
         }
         if self.limits.requests_per_second <= 0.0 || self.limits.request_burst == 0 {
-            return invalid("limits.requests_per_second and limits.request_burst must be greater than 0");
+            return invalid(
+                "limits.requests_per_second and limits.request_burst must be greater than 0",
+            );
         }
         if self.server.max_queue_bytes < 4096 {
             return invalid("server.max_queue_bytes must be at least 4096");

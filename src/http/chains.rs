@@ -23,9 +23,15 @@ pub async fn list(State(node): State<Arc<Node>>) -> Json<Value> {
 }
 
 /// `GET /v1/chains/{chainId}`.
-pub async fn show(State(node): State<Arc<Node>>, Path(chain): Path<String>) -> Result<Json<ChainView>, ApiError> {
+pub async fn show(
+    State(node): State<Arc<Node>>,
+    Path(chain): Path<String>,
+) -> Result<Json<ChainView>, ApiError> {
     let chain = parse_chain(&chain)?;
-    node.chains.view(&chain).map(Json).ok_or_else(|| unknown(&chain))
+    node.chains
+        .view(&chain)
+        .map(Json)
+        .ok_or_else(|| unknown(&chain))
 }
 
 /// `POST /v1/chains/{chainId}/heartbeat` (publisher key).
@@ -37,7 +43,10 @@ pub async fn heartbeat(
     require(&headers, &node.settings, Role::Publisher)?;
     let chain = parse_chain(&chain)?;
     node.chains.sign_of_life(&chain);
-    node.chains.view(&chain).map(Json).ok_or_else(|| unknown(&chain))
+    node.chains
+        .view(&chain)
+        .map(Json)
+        .ok_or_else(|| unknown(&chain))
 }
 
 /// `PUT /v1/chains/{chainId}/status` with `{"status": "up" | "down" | "auto"}` (admin key).
@@ -56,7 +65,9 @@ pub async fn set_status(
     }
     let bytes = read_body(body, 4096).await?;
     let body: Body = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!("body must be {{\"status\": \"up\" | \"down\" | \"auto\"}} ({e})"))
+        ApiError::bad_request(format!(
+            "body must be {{\"status\": \"up\" | \"down\" | \"auto\"}} ({e})"
+        ))
     })?;
     node.chains
         .set_mode(&chain, body.status)
@@ -67,7 +78,9 @@ pub async fn set_status(
 fn parse_chain(text: &str) -> Result<ChainId, ApiError> {
     let chain = ChainId::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if chain.is_wildcard() {
-        return Err(ApiError::bad_request("chain reference 0 is the subscription wildcard, not a chain"));
+        return Err(ApiError::bad_request(
+            "chain reference 0 is the subscription wildcard, not a chain",
+        ));
     }
     Ok(chain)
 }
@@ -76,6 +89,8 @@ fn unknown(chain: &ChainId) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         ErrorCode::UnknownChain,
-        format!("chain {chain} is not known: list it in chains.known or send a heartbeat for it first"),
+        format!(
+            "chain {chain} is not known: list it in chains.known or send a heartbeat for it first"
+        ),
     )
 }

@@ -66,4 +66,3 @@ pub async fn not_found() -> ApiError {
         "no such endpoint; see docs/protocol.md for the API",
     )
 }
-

@@ -33,10 +33,18 @@ pub fn require(headers: &HeaderMap, settings: &Settings, role: Role) -> Result<(
     }
     if contains(other, key) {
         let msg = match role {
-            Role::Publisher => "this is an admin key; publishing needs a publisher key (publish.api_keys)",
-            Role::Admin => "this is a publisher key; the admin API needs an admin key (admin.api_keys)",
+            Role::Publisher => {
+                "this is an admin key; publishing needs a publisher key (publish.api_keys)"
+            }
+            Role::Admin => {
+                "this is a publisher key; the admin API needs an admin key (admin.api_keys)"
+            }
         };
-        return Err(ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, msg));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            msg,
+        ));
     }
     Err(ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -54,6 +62,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 fn contains(keys: &[String], key: &str) -> bool {
     // Check every key so the time taken does not tell which one matched.
-    keys.iter()
-        .fold(false, |found, k| found | bool::from(k.as_bytes().ct_eq(key.as_bytes())))
+    keys.iter().fold(false, |found, k| {
+        found | bool::from(k.as_bytes().ct_eq(key.as_bytes()))
+    })
 }

@@ -30,7 +30,10 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
         .route("/v1/chains/{chain}/status", put(chains::set_status))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
         .fallback(error::not_found)
         .with_state(node)
 }
@@ -38,6 +41,10 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
     match node.readiness() {
         Ok(()) => Json(json!({"ready": true})).into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason}))).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": reason})),
+        )
+            .into_response(),
     }
 }

@@ -31,11 +31,18 @@ async fn handle(node: &Arc<Node>, headers: &HeaderMap, body: Body) -> Result<Res
     let limit = node.settings.publish.max_body_bytes;
     let bytes = read_body(body, limit).await?;
     let items = ingest::validate(&bytes, node.settings.publish.max_batch).map_err(|r| match r {
-        Rejection::Body(message) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidPublication, message),
+        Rejection::Body(message) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidPublication,
+            message,
+        ),
         Rejection::Items(errors) => ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidPublication,
-            format!("{} invalid publication(s); nothing was published", errors.len()),
+            format!(
+                "{} invalid publication(s); nothing was published",
+                errors.len()
+            ),
         )
         .extra("errors", json!(errors)),
     })?;
@@ -50,7 +57,11 @@ async fn handle(node: &Arc<Node>, headers: &HeaderMap, body: Body) -> Result<Res
             err
         }
     })?;
-    Ok((StatusCode::OK, Json(json!({"accepted": outcomes.len(), "publications": outcomes}))).into_response())
+    Ok((
+        StatusCode::OK,
+        Json(json!({"accepted": outcomes.len(), "publications": outcomes})),
+    )
+        .into_response())
 }
 
 /// Reads the body up to `limit` bytes; larger bodies are a 413 with a JSON body.
@@ -63,7 +74,9 @@ pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiErro
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::PayloadTooLarge,
-                format!("body is larger than {limit} bytes (publish.max_body_bytes): split the batch"),
+                format!(
+                    "body is larger than {limit} bytes (publish.max_body_bytes): split the batch"
+                ),
             )
         } else {
             ApiError::bad_request(format!("could not read the body: {e}"))

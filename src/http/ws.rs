@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -53,7 +53,8 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(e) => {
             metrics::connection_attempt("bad_request");
-            return ApiError::bad_request(format!("not a WebSocket upgrade request: {e}")).into_response();
+            return ApiError::bad_request(format!("not a WebSocket upgrade request: {e}"))
+                .into_response();
         }
     };
     let ack_mode = matches!(params.get("ack").map(String::as_str), Some("1" | "true"));

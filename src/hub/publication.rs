@@ -84,7 +84,13 @@ impl Publication {
             (Some(d), true) => d.head.len() + REDELIVERED.len(),
             _ => 0,
         };
-        PREFIX.len() + sub_id.len() + MID.len() + channel.len() + AFTER_CHANNEL.len() + head + self.tail.len()
+        PREFIX.len()
+            + sub_id.len()
+            + MID.len()
+            + channel.len()
+            + AFTER_CHANNEL.len()
+            + head
+            + self.tail.len()
     }
 
     /// Writes one recipient's frame. `ack` adds `messageId` and `position` (if durable).
@@ -141,7 +147,10 @@ mod tests {
             "8453".into(),
             "account-activity.v1.eip155:8453:0xabc".into(),
             r#"{"address":"0xabc","n":1}"#,
-            Some(Durable::new(Position { epoch: "e1".into(), offset: 5 })),
+            Some(Durable::new(Position {
+                epoch: "e1".into(),
+                offset: 5,
+            })),
             Instant::now(),
         );
         let plain = p.frame("s1", &p.channel, false, false);

@@ -33,9 +33,12 @@ pub struct Subscriber {
     pub gate: Option<Arc<Gate>>,
 }
 
+/// One shard: hub key → its subscribers.
+type Shard = RwLock<HashMap<String, Vec<Subscriber>>>;
+
 /// Sharded map of hub key → subscribers.
 pub struct Registry {
-    shards: Box<[RwLock<HashMap<String, Vec<Subscriber>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
 }
 
@@ -49,7 +52,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Vec<Subscriber>>> {
+    fn shard(&self, key: &str) -> &Shard {
         let h = self.hasher.hash_one(key) as usize;
         &self.shards[h % SHARDS]
     }

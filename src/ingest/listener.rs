@@ -32,12 +32,20 @@ impl CommitListener for HubListener {
 
 /// A durable account-activity publication from its stored parts (commit or replay).
 /// `None` when the stored channel no longer parses (cannot happen for what the API accepted).
-pub fn durable_publication(channel: &str, payload: &str, position: &StreamPosition, at: Instant) -> Option<Publication> {
+pub fn durable_publication(
+    channel: &str,
+    payload: &str,
+    position: &StreamPosition,
+    at: Instant,
+) -> Option<Publication> {
     let Ok(Channel::AccountActivity(a)) = Channel::parse(channel) else {
         tracing::error!(%channel, "Stored publication has an invalid channel; skipped.");
         return None;
     };
-    let position = Position { epoch: position.epoch.clone(), offset: position.offset };
+    let position = Position {
+        epoch: position.epoch.clone(),
+        offset: position.offset,
+    };
     Some(Publication::new(
         Namespace::AccountActivity,
         a.stream_key(),

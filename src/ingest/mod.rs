@@ -48,7 +48,10 @@ impl From<HistoryError> for PublishError {
 }
 
 /// Publishes validated publications; outcomes are in input order.
-pub async fn publish(node: &Arc<Node>, items: Vec<Validated>) -> Result<Vec<Outcome>, PublishError> {
+pub async fn publish(
+    node: &Arc<Node>,
+    items: Vec<Validated>,
+) -> Result<Vec<Outcome>, PublishError> {
     let durable: Vec<NewPublication> = items
         .iter()
         .filter(|i| i.namespace() == Namespace::AccountActivity)
@@ -72,8 +75,15 @@ pub async fn publish(node: &Arc<Node>, items: Vec<Validated>) -> Result<Vec<Outc
         metrics::get().published(item.namespace(), 1);
         match item.namespace() {
             Namespace::AccountActivity => {
-                let c = committed.next().ok_or_else(|| PublishError::Unavailable("history answered fewer publications than appended".into()))?;
-                let position = Position { epoch: c.position.epoch, offset: c.position.offset };
+                let c = committed.next().ok_or_else(|| {
+                    PublishError::Unavailable(
+                        "history answered fewer publications than appended".into(),
+                    )
+                })?;
+                let position = Position {
+                    epoch: c.position.epoch,
+                    offset: c.position.offset,
+                };
                 outcomes.push(Outcome {
                     channel: item.canonical,
                     message_id: Some(message_id(&position)),
@@ -92,7 +102,12 @@ pub async fn publish(node: &Arc<Node>, items: Vec<Validated>) -> Result<Vec<Outc
                     accepted_at,
                 ));
                 node.hub.publish(&publication);
-                outcomes.push(Outcome { channel: item.canonical, message_id: None, position: None, duplicate: false });
+                outcomes.push(Outcome {
+                    channel: item.canonical,
+                    message_id: None,
+                    position: None,
+                    duplicate: false,
+                });
             }
         }
     }

@@ -47,15 +47,28 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
         Rejection::Body(format!("body is not valid JSON ({e}); send {{\"channel\",\"data\"}} or {{\"publications\":[…]}}"))
     })?;
     let items: Vec<Value> = match value {
-        Value::Object(mut obj) if obj.contains_key("publications") => match obj.remove("publications") {
-            Some(Value::Array(items)) => items,
-            _ => return Err(Rejection::Body("\"publications\" must be an array of {channel, data} objects".into())),
-        },
+        Value::Object(mut obj) if obj.contains_key("publications") => {
+            match obj.remove("publications") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(Rejection::Body(
+                        "\"publications\" must be an array of {channel, data} objects".into(),
+                    ))
+                }
+            }
+        }
         Value::Object(_) => vec![value],
-        _ => return Err(Rejection::Body("body must be a JSON object: {\"channel\",\"data\"} or {\"publications\":[…]}".into())),
+        _ => {
+            return Err(Rejection::Body(
+                "body must be a JSON object: {\"channel\",\"data\"} or {\"publications\":[…]}"
+                    .into(),
+            ))
+        }
     };
     if items.is_empty() {
-        return Err(Rejection::Body("\"publications\" is empty: send at least one publication".into()));
+        return Err(Rejection::Body(
+            "\"publications\" is empty: send at least one publication".into(),
+        ));
     }
     if items.len() > max_batch {
         return Err(Rejection::Body(format!(
@@ -68,7 +81,11 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
     for (index, item) in items.into_iter().enumerate() {
         match validate_item(item) {
             Ok(v) => valid.push(v),
-            Err((code, message)) => errors.push(ItemError { index, code, message }),
+            Err((code, message)) => errors.push(ItemError {
+                index,
+                code,
+                message,
+            }),
         }
     }
     if errors.is_empty() {
@@ -80,10 +97,19 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
 
 fn validate_item(item: Value) -> Result<Validated, (&'static str, String)> {
     let Value::Object(mut obj) = item else {
-        return Err(("invalid_publication", "a publication must be an object {channel, data}".into()));
+        return Err((
+            "invalid_publication",
+            "a publication must be an object {channel, data}".into(),
+        ));
     };
-    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "channel" | "data" | "id")) {
-        return Err(("invalid_publication", format!("unknown field \"{k}\"; a publication has channel, data and optional id")));
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "channel" | "data" | "id"))
+    {
+        return Err((
+            "invalid_publication",
+            format!("unknown field \"{k}\"; a publication has channel, data and optional id"),
+        ));
     }
     let Some(Value::String(channel_text)) = obj.remove("channel") else {
         return Err(("invalid_channel", "\"channel\" must be a string".into()));
@@ -95,7 +121,12 @@ fn validate_item(item: Value) -> Result<Validated, (&'static str, String)> {
     let id = match obj.remove("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s),
-        Some(_) => return Err(("invalid_id", format!("\"id\" must be a non-empty string of at most {MAX_ID_LEN} characters"))),
+        Some(_) => {
+            return Err((
+                "invalid_id",
+                format!("\"id\" must be a non-empty string of at most {MAX_ID_LEN} characters"),
+            ))
+        }
     };
     let Some(Value::Object(data)) = obj.remove("data") else {
         return Err(("invalid_data", "\"data\" must be a JSON object".into()));
@@ -123,7 +154,12 @@ fn validate_item(item: Value) -> Result<Validated, (&'static str, String)> {
         Channel::MarketData(_) => channel_text,
     };
     let payload = Value::Object(data).to_string();
-    Ok(Validated { channel, canonical, payload, id })
+    Ok(Validated {
+        channel,
+        canonical,
+        payload,
+        id,
+    })
 }
 
 impl Validated {
@@ -140,7 +176,11 @@ mod tests {
 
     #[test]
     fn single_and_batch() {
-        let one = validate(format!(r#"{{"channel":"{CH}","data":{{"a":1}}}}"#).as_bytes(), 10).unwrap();
+        let one = validate(
+            format!(r#"{{"channel":"{CH}","data":{{"a":1}}}}"#).as_bytes(),
+            10,
+        )
+        .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].payload, r#"{"a":1}"#);
         let two = validate(format!(r#"{{"publications":[{{"channel":"{CH}","data":{{}},"id":"x"}},{{"channel":"{CH}","data":{{}}}}]}}"#).as_bytes(), 10).unwrap();
@@ -152,17 +192,37 @@ mod tests {
         let body = format!(
             r#"{{"publications":[{{"channel":"{CH}","data":{{}}}},{{"channel":"account-activity.v1.eip155:0:0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f","data":{{}}}},{{"channel":"system-notifications.v1.account-activity.v1","data":{{}}}},{{"channel":"{CH}","data":[]}},{{"channel":"{CH}","data":{{"address":"0x0000000000000000000000000000000000000001"}}}},{{"channel":"{CH}","data":{{"requestId":"r"}}}}]}}"#
         );
-        let Err(Rejection::Items(errs)) = validate(body.as_bytes(), 10) else { panic!() };
+        let Err(Rejection::Items(errs)) = validate(body.as_bytes(), 10) else {
+            panic!()
+        };
         let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.index, e.code)).collect();
-        assert_eq!(got, vec![(1, "wildcard_chain"), (2, "reserved_channel"), (3, "invalid_data"), (4, "address_mismatch"), (5, "reserved_field")]);
+        assert_eq!(
+            got,
+            vec![
+                (1, "wildcard_chain"),
+                (2, "reserved_channel"),
+                (3, "invalid_data"),
+                (4, "address_mismatch"),
+                (5, "reserved_field")
+            ]
+        );
     }
 
     #[test]
     fn body_shape_errors() {
         assert!(matches!(validate(b"nope", 10), Err(Rejection::Body(_))));
         assert!(matches!(validate(b"[]", 10), Err(Rejection::Body(_))));
-        assert!(matches!(validate(br#"{"publications":[]}"#, 10), Err(Rejection::Body(_))));
-        let many = format!(r#"{{"publications":[{}]}}"#, vec![format!(r#"{{"channel":"{CH}","data":{{}}}}"#); 3].join(","));
-        assert!(matches!(validate(many.as_bytes(), 2), Err(Rejection::Body(_))));
+        assert!(matches!(
+            validate(br#"{"publications":[]}"#, 10),
+            Err(Rejection::Body(_))
+        ));
+        let many = format!(
+            r#"{{"publications":[{}]}}"#,
+            vec![format!(r#"{{"channel":"{CH}","data":{{}}}}"#); 3].join(",")
+        );
+        assert!(matches!(
+            validate(many.as_bytes(), 2),
+            Err(Rejection::Body(_))
+        ));
     }
 }

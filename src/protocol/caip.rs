@@ -201,8 +201,7 @@ impl AssetId {
 
 fn is_namespace(s: &str) -> bool {
     (3..=8).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
@@ -223,7 +222,16 @@ mod tests {
         assert_eq!((c.namespace(), c.reference()), ("eip155", "8453"));
         assert!(ChainId::parse("eip155:0").unwrap().is_wildcard());
         assert!(ChainId::parse("solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp").is_ok());
-        for bad in ["eip155", "EIP155:1", "ei:1", "eip155:01", "eip155:abc", "eip155:", "toolongnamespace:1", "cosmos:a b"] {
+        for bad in [
+            "eip155",
+            "EIP155:1",
+            "ei:1",
+            "eip155:01",
+            "eip155:abc",
+            "eip155:",
+            "toolongnamespace:1",
+            "cosmos:a b",
+        ] {
             assert!(ChainId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -232,8 +240,16 @@ mod tests {
     fn evm_accounts_are_lower_cased_and_strict() {
         let a = AccountId::parse(&format!("eip155:1:{EVM}")).unwrap();
         assert_eq!(a.address, EVM.to_ascii_lowercase());
-        assert_eq!(a.to_string(), format!("eip155:1:{}", EVM.to_ascii_lowercase()));
-        for bad in ["eip155:1:0x123", "eip155:1:d14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f00", "eip155:1:0xZZ4b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f", "eip155:1:"] {
+        assert_eq!(
+            a.to_string(),
+            format!("eip155:1:{}", EVM.to_ascii_lowercase())
+        );
+        for bad in [
+            "eip155:1:0x123",
+            "eip155:1:d14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f00",
+            "eip155:1:0xZZ4b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f",
+            "eip155:1:",
+        ] {
             assert!(AccountId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -248,11 +264,23 @@ mod tests {
 
     #[test]
     fn asset_ids() {
-        let a = AssetId::parse("eip155:8453/erc20:0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913").unwrap();
-        assert_eq!(a.normalized, "eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913");
+        let a =
+            AssetId::parse("eip155:8453/erc20:0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913").unwrap();
+        assert_eq!(
+            a.normalized,
+            "eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"
+        );
         assert!(AssetId::parse("eip155:1/slip44:60").is_ok());
-        assert!(AssetId::parse("eip155:1/erc721:0x06012c8cf97BEaD5deAe237070F9587f8E7A266d/771769").is_ok());
-        for bad in ["eip155:1", "eip155:1/erc20", "eip155:1/ER:0x1", "eip155:1/erc20:a\"b"] {
+        assert!(AssetId::parse(
+            "eip155:1/erc721:0x06012c8cf97BEaD5deAe237070F9587f8E7A266d/771769"
+        )
+        .is_ok());
+        for bad in [
+            "eip155:1",
+            "eip155:1/erc20",
+            "eip155:1/ER:0x1",
+            "eip155:1/erc20:a\"b",
+        ] {
             assert!(AssetId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -89,11 +89,17 @@ impl Channel {
         if s.len() > MAX_CHANNEL_LEN {
             return Err(ChannelError::TooLong);
         }
-        if let Some(rest) = s.strip_prefix(ACCOUNT_ACTIVITY).and_then(|r| r.strip_prefix('.')) {
+        if let Some(rest) = s
+            .strip_prefix(ACCOUNT_ACTIVITY)
+            .and_then(|r| r.strip_prefix('.'))
+        {
             let account = AccountId::parse(rest)?;
             return Ok(Channel::AccountActivity(AccountChannel { account }));
         }
-        if let Some(rest) = s.strip_prefix(MARKET_DATA).and_then(|r| r.strip_prefix('.')) {
+        if let Some(rest) = s
+            .strip_prefix(MARKET_DATA)
+            .and_then(|r| r.strip_prefix('.'))
+        {
             return MarketChannel::parse(rest).map(Channel::MarketData);
         }
         if s.starts_with(SYSTEM_NOTIFICATIONS) {
@@ -191,15 +197,32 @@ mod tests {
             format!("account-activity.v1.eip155:0:{}", ADDR.to_ascii_lowercase())
         );
         assert!(w.chain().is_wildcard() && !c.chain().is_wildcard());
-        let Channel::AccountActivity(a) = c else { panic!() };
-        assert_eq!(a.canonical(), format!("account-activity.v1.eip155:8453:{}", ADDR.to_ascii_lowercase()));
+        let Channel::AccountActivity(a) = c else {
+            panic!()
+        };
+        assert_eq!(
+            a.canonical(),
+            format!(
+                "account-activity.v1.eip155:8453:{}",
+                ADDR.to_ascii_lowercase()
+            )
+        );
     }
 
     #[test]
     fn market_data_keys_normalise_case_but_keep_interval() {
-        let a = Channel::parse("market-data.v1.eip155:8453/erc20:0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913.1m.USD").unwrap();
-        let b = Channel::parse("market-data.v1.eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913.1m.usd").unwrap();
-        let month = Channel::parse("market-data.v1.eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913.1M.usd").unwrap();
+        let a = Channel::parse(
+            "market-data.v1.eip155:8453/erc20:0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913.1m.USD",
+        )
+        .unwrap();
+        let b = Channel::parse(
+            "market-data.v1.eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913.1m.usd",
+        )
+        .unwrap();
+        let month = Channel::parse(
+            "market-data.v1.eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913.1M.usd",
+        )
+        .unwrap();
         assert_eq!(a.hub_key(), b.hub_key());
         assert_ne!(a.hub_key(), month.hub_key());
         assert_eq!(a.namespace(), Namespace::MarketData);
@@ -207,10 +230,22 @@ mod tests {
 
     #[test]
     fn refusals_name_the_problem() {
-        assert_eq!(Channel::parse("system-notifications.v1.account-activity.v1"), Err(ChannelError::Reserved));
-        assert_eq!(Channel::parse("foo.v1.eip155:1:0x1"), Err(ChannelError::UnknownNamespace));
-        assert_eq!(Channel::parse("market-data.v1.eip155:1/slip44:60"), Err(ChannelError::MarketShape));
-        assert!(matches!(Channel::parse("account-activity.v1.eip155:1:0x12"), Err(ChannelError::Caip(_))));
+        assert_eq!(
+            Channel::parse("system-notifications.v1.account-activity.v1"),
+            Err(ChannelError::Reserved)
+        );
+        assert_eq!(
+            Channel::parse("foo.v1.eip155:1:0x1"),
+            Err(ChannelError::UnknownNamespace)
+        );
+        assert_eq!(
+            Channel::parse("market-data.v1.eip155:1/slip44:60"),
+            Err(ChannelError::MarketShape)
+        );
+        assert!(matches!(
+            Channel::parse("account-activity.v1.eip155:1:0x12"),
+            Err(ChannelError::Caip(_))
+        ));
         assert_eq!(Channel::parse(&"a".repeat(300)), Err(ChannelError::TooLong));
         assert!(Channel::parse("account-activity.v1.").is_err());
     }

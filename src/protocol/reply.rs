@@ -72,7 +72,11 @@ mod tests {
         assert!(v.get("channel").is_none() && v["data"].get("channel").is_none());
         let v: Value = serde_json::from_str(&unsubscribed("r", &[])).unwrap();
         assert_eq!(v["data"]["failed"], json!([]));
-        let v: Value = serde_json::from_str(&error(Some("r"), ErrorCode::RateLimited, "slow down")).unwrap();
-        assert_eq!(v["data"], json!({"requestId": "r", "code": "rate_limited", "message": "slow down"}));
+        let v: Value =
+            serde_json::from_str(&error(Some("r"), ErrorCode::RateLimited, "slow down")).unwrap();
+        assert_eq!(
+            v["data"],
+            json!({"requestId": "r", "code": "rate_limited", "message": "slow down"})
+        );
     }
 }

@@ -63,10 +63,16 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
         request_id: request_id.clone(),
     };
     let Some(obj) = value.as_object() else {
-        return Err(fail(ErrorCode::InvalidMessage, "message must be a JSON object with an \"event\" field"));
+        return Err(fail(
+            ErrorCode::InvalidMessage,
+            "message must be a JSON object with an \"event\" field",
+        ));
     };
     let Some(event) = obj.get("event").and_then(Value::as_str) else {
-        return Err(fail(ErrorCode::InvalidMessage, "message has no string \"event\" field; expected subscribe, unsubscribe or ack"));
+        return Err(fail(
+            ErrorCode::InvalidMessage,
+            "message has no string \"event\" field; expected subscribe, unsubscribe or ack",
+        ));
     };
     let data = obj.get("data").cloned().unwrap_or(Value::Null);
     match event {
@@ -82,15 +88,24 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
                 positions: Option<HashMap<String, WirePosition>>,
             }
             let Some(request_id) = request_id.clone() else {
-                return Err(fail(ErrorCode::InvalidMessage, "data.requestId must be a non-empty string"));
+                return Err(fail(
+                    ErrorCode::InvalidMessage,
+                    "data.requestId must be a non-empty string",
+                ));
             };
             let body: Body = serde_json::from_value(data).map_err(|e| {
-                fail(ErrorCode::InvalidMessage, &format!("malformed {event} data: {e}"))
+                fail(
+                    ErrorCode::InvalidMessage,
+                    &format!("malformed {event} data: {e}"),
+                )
             })?;
             let channels = body.channels.unwrap_or_default();
             if event == "subscribe" {
                 if channels.is_empty() {
-                    return Err(fail(ErrorCode::InvalidMessage, "data.channels must be a non-empty array of channel strings"));
+                    return Err(fail(
+                        ErrorCode::InvalidMessage,
+                        "data.channels must be a non-empty array of channel strings",
+                    ));
                 }
                 Ok(Request::Subscribe {
                     request_id,
@@ -106,11 +121,21 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
             }
         }
         "ack" => {
-            let ids = data.get("messageIds").and_then(Value::as_array).ok_or_else(|| {
-                fail(ErrorCode::InvalidMessage, "ack needs data.messageIds, an array of strings")
-            })?;
+            let ids = data
+                .get("messageIds")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    fail(
+                        ErrorCode::InvalidMessage,
+                        "ack needs data.messageIds, an array of strings",
+                    )
+                })?;
             Ok(Request::Ack {
-                message_ids: ids.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                message_ids: ids
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
             })
         }
         other => {
@@ -130,28 +155,71 @@ mod tests {
     #[test]
     fn subscribe_with_positions() {
         let r = parse(r#"{"event":"subscribe","data":{"requestId":"r1","channels":["a"],"positions":{"a":{"epoch":"e","offset":7}}}}"#).unwrap();
-        let Request::Subscribe { request_id, channels, positions } = r else { panic!() };
-        assert_eq!((request_id.as_str(), channels), ("r1", vec!["a".to_owned()]));
-        assert_eq!(positions["a"], WirePosition { epoch: "e".into(), offset: 7 });
+        let Request::Subscribe {
+            request_id,
+            channels,
+            positions,
+        } = r
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (request_id.as_str(), channels),
+            ("r1", vec!["a".to_owned()])
+        );
+        assert_eq!(
+            positions["a"],
+            WirePosition {
+                epoch: "e".into(),
+                offset: 7
+            }
+        );
     }
 
     #[test]
     fn errors_keep_a_readable_request_id() {
         let e = parse(r#"{"event":"nope","data":{"requestId":"r9"}}"#).unwrap_err();
-        assert_eq!((e.code, e.request_id.as_deref()), (ErrorCode::UnknownEvent, Some("r9")));
-        let e = parse(r#"{"event":"subscribe","data":{"requestId":"r2","channels":[1]}}"#).unwrap_err();
-        assert_eq!((e.code, e.request_id.as_deref()), (ErrorCode::InvalidMessage, Some("r2")));
+        assert_eq!(
+            (e.code, e.request_id.as_deref()),
+            (ErrorCode::UnknownEvent, Some("r9"))
+        );
+        let e =
+            parse(r#"{"event":"subscribe","data":{"requestId":"r2","channels":[1]}}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.request_id.as_deref()),
+            (ErrorCode::InvalidMessage, Some("r2"))
+        );
         assert_eq!(parse("{").unwrap_err().code, ErrorCode::InvalidJson);
         assert_eq!(parse("[]").unwrap_err().code, ErrorCode::InvalidMessage);
-        assert_eq!(parse(r#"{"data":{}}"#).unwrap_err().code, ErrorCode::InvalidMessage);
-        assert_eq!(parse(r#"{"event":"subscribe","data":{"channels":["a"]}}"#).unwrap_err().code, ErrorCode::InvalidMessage);
+        assert_eq!(
+            parse(r#"{"data":{}}"#).unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            parse(r#"{"event":"subscribe","data":{"channels":["a"]}}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidMessage
+        );
     }
 
     #[test]
     fn unsubscribe_and_ack() {
         let r = parse(r#"{"event":"unsubscribe","data":{"requestId":"r","subscription":"s","channels":["c"]}}"#).unwrap();
-        assert_eq!(r, Request::Unsubscribe { request_id: "r".into(), subscription: Some("s".into()), channels: vec!["c".into()] });
+        assert_eq!(
+            r,
+            Request::Unsubscribe {
+                request_id: "r".into(),
+                subscription: Some("s".into()),
+                channels: vec!["c".into()]
+            }
+        );
         let r = parse(r#"{"event":"ack","data":{"messageIds":["m1","m2"]}}"#).unwrap();
-        assert_eq!(r, Request::Ack { message_ids: vec!["m1".into(), "m2".into()] });
+        assert_eq!(
+            r,
+            Request::Ack {
+                message_ids: vec!["m1".into(), "m2".into()]
+            }
+        );
     }
 }

@@ -48,7 +48,9 @@ pub enum Expired {
 impl AckTracker {
     pub fn new(ack_timeout: Duration, max_retries: u32, max_unacked: usize) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(Pending { by_id: HashMap::new() })),
+            inner: Arc::new(Mutex::new(Pending {
+                by_id: HashMap::new(),
+            })),
             ack_timeout,
             max_retries,
             max_unacked,
@@ -56,7 +58,13 @@ impl AckTracker {
     }
 
     /// A push was written. The ack deadline is (re-)armed from now.
-    pub fn sent(&self, publication: &Arc<Publication>, subscription_id: &Arc<str>, channel: &Arc<str>, _redelivered: bool) {
+    pub fn sent(
+        &self,
+        publication: &Arc<Publication>,
+        subscription_id: &Arc<str>,
+        channel: &Arc<str>,
+        _redelivered: bool,
+    ) {
         let Some(durable) = &publication.durable else {
             return;
         };
@@ -72,8 +80,14 @@ impl AckTracker {
                 due,
             });
         entry.due = due;
-        if !entry.targets.iter().any(|(s, c)| s == subscription_id && c == channel) {
-            entry.targets.push((subscription_id.clone(), channel.clone()));
+        if !entry
+            .targets
+            .iter()
+            .any(|(s, c)| s == subscription_id && c == channel)
+        {
+            entry
+                .targets
+                .push((subscription_id.clone(), channel.clone()));
         }
     }
 
@@ -101,7 +115,11 @@ impl AckTracker {
     /// Handles every deadline that has passed at `now`, oldest offsets first.
     pub fn expire(&self, now: Instant) -> Expired {
         let mut pending = self.inner.lock();
-        let mut due: Vec<&mut Entry> = pending.by_id.values_mut().filter(|e| e.due <= now).collect();
+        let mut due: Vec<&mut Entry> = pending
+            .by_id
+            .values_mut()
+            .filter(|e| e.due <= now)
+            .collect();
         if due.iter().any(|e| e.resends >= self.max_retries) {
             return Expired::GiveUp;
         }

@@ -77,7 +77,10 @@ mod tests {
         let mut b = TokenBucket::new(20.0, 50);
         assert_eq!((0..60).filter(|_| b.try_take(t0)).count(), 50);
         assert!(!b.try_take(t0));
-        assert!(b.try_take(t0 + Duration::from_millis(50)), "one token per 50 ms at 20/s");
+        assert!(
+            b.try_take(t0 + Duration::from_millis(50)),
+            "one token per 50 ms at 20/s"
+        );
         assert!(!b.try_take(t0 + Duration::from_millis(50)));
     }
 
@@ -87,6 +90,9 @@ mod tests {
         let mut e = ErrorBudget::new(2, Duration::from_secs(60));
         assert!(e.record(t0) && e.record(t0));
         assert!(!e.record(t0 + Duration::from_secs(1)));
-        assert!(e.record(t0 + Duration::from_secs(61)), "old errors leave the window");
+        assert!(
+            e.record(t0 + Duration::from_secs(61)),
+            "old errors leave the window"
+        );
     }
 }

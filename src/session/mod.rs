@@ -84,7 +84,10 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
         conn,
         outbox: outbox.clone(),
         subs: Subscriptions::default(),
-        bucket: TokenBucket::new(settings.limits.requests_per_second, settings.limits.request_burst),
+        bucket: TokenBucket::new(
+            settings.limits.requests_per_second,
+            settings.limits.request_burst,
+        ),
         errors: ErrorBudget::new(settings.limits.errors_per_minute, Duration::from_secs(60)),
         acks,
         last_seen: Instant::now(),
@@ -176,7 +179,11 @@ fn classify_read_error(e: axum::Error) -> Stop {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
                 Stop::Close(close::TOO_BIG, "message too big", "too_big")
             }
-            WsError::Utf8(_) => Stop::Close(close::INVALID_PAYLOAD, "text frame is not valid UTF-8", "invalid_utf8"),
+            WsError::Utf8(_) => Stop::Close(
+                close::INVALID_PAYLOAD,
+                "text frame is not valid UTF-8",
+                "invalid_utf8",
+            ),
             _ => Stop::Gone,
         },
         Err(_) => Stop::Gone,
@@ -202,7 +209,11 @@ impl Session {
     fn on_chain_event(&mut self, event: &ChainEvent) {
         for (ns, selectors) in self.subs.selectors() {
             for up in [false, true] {
-                let changed = event.changes.iter().filter(|(_, u)| *u == up).map(|(c, _)| c);
+                let changed = event
+                    .changes
+                    .iter()
+                    .filter(|(_, u)| *u == up)
+                    .map(|(c, _)| c);
                 let ids = relevant(&selectors, changed);
                 self.send_status(ns, &ids, up);
             }
@@ -228,7 +239,9 @@ impl Session {
         if chain_ids.is_empty() {
             return;
         }
-        if self.outbox.push(Outbound::Text(reply::system_notification(ns, chain_ids, up))) {
+        if self.outbox.push(Outbound::Text(reply::system_notification(
+            ns, chain_ids, up,
+        ))) {
             metrics::system_notifications(up, 1);
         }
     }
@@ -238,7 +251,11 @@ impl Session {
         match acks.expire(Instant::now()) {
             delivery::Expired::GiveUp => {
                 metrics::delivery_failure("ack_timeout");
-                Some(Stop::Close(close::ACK_TIMEOUT, "ack timeout: resume from your last acknowledged position", "ack_timeout"))
+                Some(Stop::Close(
+                    close::ACK_TIMEOUT,
+                    "ack timeout: resume from your last acknowledged position",
+                    "ack_timeout",
+                ))
             }
             delivery::Expired::Resend(items) => {
                 metrics::redeliveries(items.len() as u64);

@@ -79,7 +79,12 @@ impl Outbox {
             ack_mode,
             closing: CancellationToken::new(),
         };
-        (Outbox { inner: Arc::new(inner) }, rx)
+        (
+            Outbox {
+                inner: Arc::new(inner),
+            },
+            rx,
+        )
     }
 
     /// Enqueues an item. Returns false (and marks the connection overflowed) when the queue

@@ -29,14 +29,28 @@ impl Session {
         }
         if !self.bucket.try_take(Instant::now()) {
             let id = match &request {
-                Request::Subscribe { request_id, .. } | Request::Unsubscribe { request_id, .. } => Some(request_id.as_str()),
+                Request::Subscribe { request_id, .. } | Request::Unsubscribe { request_id, .. } => {
+                    Some(request_id.as_str())
+                }
                 Request::Ack { .. } => None,
             };
-            return self.error(id, ErrorCode::RateLimited, "too many requests: slow down (see limits.requests_per_second)");
+            return self.error(
+                id,
+                ErrorCode::RateLimited,
+                "too many requests: slow down (see limits.requests_per_second)",
+            );
         }
         match request {
-            Request::Subscribe { request_id, channels, positions } => self.subscribe(&request_id, channels, positions).await,
-            Request::Unsubscribe { request_id, subscription, channels } => {
+            Request::Subscribe {
+                request_id,
+                channels,
+                positions,
+            } => self.subscribe(&request_id, channels, positions).await,
+            Request::Unsubscribe {
+                request_id,
+                subscription,
+                channels,
+            } => {
                 self.unsubscribe(&request_id, subscription.as_deref(), &channels);
                 None
             }
@@ -45,13 +59,23 @@ impl Session {
     }
 
     /// Sends an error reply and charges the error budget; over budget, the connection closes.
-    pub(super) fn error(&mut self, request_id: Option<&str>, code: ErrorCode, message: &str) -> Option<Stop> {
+    pub(super) fn error(
+        &mut self,
+        request_id: Option<&str>,
+        code: ErrorCode,
+        message: &str,
+    ) -> Option<Stop> {
         metrics::protocol_error(code.as_str());
-        self.outbox.push(Outbound::Text(reply::error(request_id, code, message)));
+        self.outbox
+            .push(Outbound::Text(reply::error(request_id, code, message)));
         if self.errors.record(Instant::now()) {
             None
         } else {
-            Some(Stop::Close(super::close::POLICY, "too many protocol errors", "error_budget"))
+            Some(Stop::Close(
+                super::close::POLICY,
+                "too many protocol errors",
+                "error_budget",
+            ))
         }
     }
 
@@ -90,7 +114,9 @@ impl Session {
                 }
             }
         }
-        let new = self.subs.new_identities(held.iter().map(|h| h.identity.as_str()));
+        let new = self
+            .subs
+            .new_identities(held.iter().map(|h| h.identity.as_str()));
         let max = limits.max_subscriptions_per_connection;
         if self.subs.channel_count() + new > max {
             let msg = format!(
@@ -108,7 +134,9 @@ impl Session {
             extra.insert("errors".into(), Value::Object(errors));
         }
         if held.is_empty() {
-            self.outbox.push(Outbound::Text(reply::subscribed(request_id, None, &succeeded, &failed, extra)));
+            self.outbox.push(Outbound::Text(reply::subscribed(
+                request_id, None, &succeeded, &failed, extra,
+            )));
             return None;
         }
 
@@ -135,12 +163,17 @@ impl Session {
                 },
             );
         }
-        let jobs = self.prepare_resume(&subscription_id, &gated, &positions, &mut extra).await;
+        let jobs = self
+            .prepare_resume(&subscription_id, &gated, &positions, &mut extra)
+            .await;
         let held: Vec<Held> = gated.into_iter().map(|(h, _)| h).collect();
         let m = metrics::get();
         m.subscriptions_active.increment(1.0);
         m.channels_active.increment(new as f64);
-        let selectors: Vec<(Namespace, Held)> = held.iter().map(|h| (h.channel.namespace(), h.clone())).collect();
+        let selectors: Vec<(Namespace, Held)> = held
+            .iter()
+            .map(|h| (h.channel.namespace(), h.clone()))
+            .collect();
         self.subs.insert(subscription_id.clone(), held);
         self.outbox.push(Outbound::Text(reply::subscribed(
             request_id,
@@ -181,7 +214,10 @@ impl Session {
         if !removed.is_empty() && subscription.is_some_and(|id| !self.subs.holds(id)) {
             m.subscriptions_active.decrement(1.0);
         }
-        let gone = removed.iter().filter(|h| !self.subs.holds_identity(&h.identity)).count();
+        let gone = removed
+            .iter()
+            .filter(|h| !self.subs.holds_identity(&h.identity))
+            .count();
         m.channels_active.decrement(gone as f64);
         // Unsubscribe always succeeds: the real client never subscribes new accounts if its
         // unsubscribe is refused. Echo what was asked for, or what was removed.
@@ -190,6 +226,7 @@ impl Session {
         } else {
             channels.to_vec()
         };
-        self.outbox.push(Outbound::Text(reply::unsubscribed(request_id, &succeeded)));
+        self.outbox
+            .push(Outbound::Text(reply::unsubscribed(request_id, &succeeded)));
     }
 }

@@ -41,7 +41,11 @@ pub(super) struct ReplayJob {
 impl Session {
     /// The gate for `held` if it will be resumed: ack mode, an account channel, and a
     /// position given by the client.
-    pub(super) fn gate_for(&self, held: &Held, positions: &HashMap<String, WirePosition>) -> Option<Arc<Gate>> {
+    pub(super) fn gate_for(
+        &self,
+        held: &Held,
+        positions: &HashMap<String, WirePosition>,
+    ) -> Option<Arc<Gate>> {
         let resumable = self.acks.is_some()
             && matches!(held.channel, Channel::AccountActivity(_))
             && positions.contains_key(&*held.sent);
@@ -60,8 +64,10 @@ impl Session {
         if self.acks.is_none() {
             return Vec::new();
         }
-        let accounts: Vec<&(Held, Option<Arc<Gate>>)> =
-            held.iter().filter(|(h, _)| matches!(h.channel, Channel::AccountActivity(_))).collect();
+        let accounts: Vec<&(Held, Option<Arc<Gate>>)> = held
+            .iter()
+            .filter(|(h, _)| matches!(h.channel, Channel::AccountActivity(_)))
+            .collect();
         if accounts.is_empty() {
             return Vec::new();
         }
@@ -88,7 +94,10 @@ impl Session {
         let mut recovery = Map::new();
         let mut jobs = Vec::new();
         for ((h, gate), top) in accounts.into_iter().zip(tops) {
-            positions.insert(h.sent.to_string(), json!({"epoch": top.epoch, "offset": top.offset}));
+            positions.insert(
+                h.sent.to_string(),
+                json!({"epoch": top.epoch, "offset": top.offset}),
+            );
             let (Some(gate), Some(from)) = (gate, requested.get(&*h.sent)) else {
                 continue;
             };
@@ -112,7 +121,10 @@ impl Session {
         top: &StreamPosition,
     ) -> (Value, Option<ReplayJob>) {
         let chain_filter = h.chain_filter();
-        let mut after = StreamPosition { epoch: from.epoch.clone(), offset: from.offset };
+        let mut after = StreamPosition {
+            epoch: from.epoch.clone(),
+            offset: from.offset,
+        };
         let mut items = VecDeque::new();
         let now = Instant::now();
         loop {
@@ -120,8 +132,14 @@ impl Session {
                 Ok(Recovery::Recovered { publications, more }) => {
                     for s in &publications {
                         after.offset = s.position.offset;
-                        let Some(p) = durable_publication(&s.channel, &s.payload, &s.position, now) else { continue };
-                        if chain_filter.as_ref().is_none_or(|c| **c == *p.chain_reference) {
+                        let Some(p) = durable_publication(&s.channel, &s.payload, &s.position, now)
+                        else {
+                            continue;
+                        };
+                        if chain_filter
+                            .as_ref()
+                            .is_none_or(|c| **c == *p.chain_reference)
+                        {
                             items.push_back(Arc::new(p));
                         }
                     }
@@ -132,13 +150,19 @@ impl Session {
                 Ok(Recovery::Failed(f)) => {
                     gate.open(&self.outbox, top.offset);
                     metrics::resume(f.as_str());
-                    return (json!({"recovered": false, "replayed": 0, "reason": f.as_str()}), None);
+                    return (
+                        json!({"recovered": false, "replayed": 0, "reason": f.as_str()}),
+                        None,
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "Cannot read history for a resume; subscribing live only.");
                     gate.open(&self.outbox, top.offset);
                     metrics::resume("store_unavailable");
-                    return (json!({"recovered": false, "replayed": 0, "reason": "store_unavailable"}), None);
+                    return (
+                        json!({"recovered": false, "replayed": 0, "reason": "store_unavailable"}),
+                        None,
+                    );
                 }
             }
         }
@@ -167,7 +191,10 @@ impl Session {
     fn has_room_for_replay(&self) -> bool {
         let settings = &self.node.settings;
         let queue_ok = self.outbox.queued_bytes() < settings.server.max_queue_bytes / 2;
-        let acks_ok = self.acks.as_ref().is_none_or(|a| a.unacked() < settings.delivery.max_unacked / 2);
+        let acks_ok = self
+            .acks
+            .as_ref()
+            .is_none_or(|a| a.unacked() < settings.delivery.max_unacked / 2);
         queue_ok && acks_ok
     }
 
@@ -175,7 +202,9 @@ impl Session {
     pub(super) fn pump_replay(&mut self) {
         let mut budget = CHUNK;
         while budget > 0 && self.has_room_for_replay() {
-            let Some(job) = self.replays.front_mut() else { return };
+            let Some(job) = self.replays.front_mut() else {
+                return;
+            };
             match job.items.pop_front() {
                 Some(publication) => {
                     let channel = publication.channel.clone();

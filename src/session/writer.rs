@@ -114,7 +114,12 @@ pub async fn run(
         metrics::get().slow_consumer_disconnects.increment(1);
         metrics::disconnect("slow_consumer");
         tracing::debug!(queued = outbox.queued_bytes(), "Slow consumer closed.");
-        send_close(&mut sink, close::TRY_AGAIN_LATER, "slow consumer: outbound queue overflowed").await;
+        send_close(
+            &mut sink,
+            close::TRY_AGAIN_LATER,
+            "slow consumer: outbound queue overflowed",
+        )
+        .await;
     }
     outbox.cancel();
     exit
@@ -134,7 +139,8 @@ async fn feed(
             channel,
             redelivered,
         } => {
-            let frame = publication.frame(&subscription_id, &channel, outbox.ack_mode(), redelivered);
+            let frame =
+                publication.frame(&subscription_id, &channel, outbox.ack_mode(), redelivered);
             let text = Utf8Bytes::try_from(frame).map_err(axum::Error::new)?;
             let r = sink.feed(Message::Text(text)).await;
             if r.is_ok() {

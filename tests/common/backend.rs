@@ -17,13 +17,22 @@ impl Store {
     pub async fn sqlite() -> Store {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/gateway.db", dir.path().display());
-        Store { url, pg_db: None, _dir: Some(dir) }
+        Store {
+            url,
+            pg_db: None,
+            _dir: Some(dir),
+        }
     }
 
     pub async fn postgres() -> Store {
         let name = format!("gw_e2e_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(PG_ADMIN).await.expect("PostgreSQL on 127.0.0.1:5432");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create db");
+        let mut admin = sqlx::PgConnection::connect(PG_ADMIN)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create db");
         Store {
             url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
             pg_db: Some(name),
@@ -42,10 +51,16 @@ impl Drop for Store {
         if let Some(name) = self.pg_db.take() {
             // Best effort, on a thread of its own: Drop cannot await.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     if let Ok(mut admin) = sqlx::PgConnection::connect(PG_ADMIN).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut admin)
+                                .await;
                     }
                 });
             })

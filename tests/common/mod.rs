@@ -55,7 +55,10 @@ impl TestGateway {
             .env("GATEWAY__PUBLISH__API_KEYS", &publisher_key)
             .env("GATEWAY__ADMIN__API_KEYS", &admin_key)
             .env("GATEWAY__STORAGE__URL", &db)
-            .env("GATEWAY__CHAINS__KNOWN", format!("eip155:1,eip155:8453,eip155:137,{SOL_MAINNET}"));
+            .env(
+                "GATEWAY__CHAINS__KNOWN",
+                format!("eip155:1,eip155:8453,eip155:137,{SOL_MAINNET}"),
+            );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -77,7 +80,10 @@ impl TestGateway {
 
     pub fn token(&self, sub: &str, ttl_secs: i64) -> String {
         let now = chrono_now();
-        sign(&self.secret, &json!({"sub": sub, "iat": now, "exp": now + ttl_secs}))
+        sign(
+            &self.secret,
+            &json!({"sub": sub, "iat": now, "exp": now + ttl_secs}),
+        )
     }
 
     pub fn ws_url(&self, token: &str) -> String {
@@ -86,20 +92,26 @@ impl TestGateway {
 
     /// Connects with a fresh valid token and reads `session-created`.
     pub async fn client(&self) -> WsClient {
-        self.client_at(&self.ws_url(&self.token("wallet", 3600))).await
+        self.client_at(&self.ws_url(&self.token("wallet", 3600)))
+            .await
     }
 
     pub async fn client_at(&self, url: &str) -> WsClient {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
         let mut c = WsClient { ws };
         let hello = c.recv().await;
         assert_eq!(hello["event"], "session-created", "{hello}");
-        assert!(hello["data"]["sessionId"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(hello["data"]["sessionId"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
         c
     }
 
     pub async fn publish(&self, body: Value) -> (u16, Value) {
-        self.post("/v1/publish", &self.publisher_key.clone(), body).await
+        self.post("/v1/publish", &self.publisher_key.clone(), body)
+            .await
     }
 
     pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
@@ -116,7 +128,13 @@ impl TestGateway {
     }
 
     pub async fn heartbeat(&self, chain: &str) {
-        let (s, b) = self.post(&format!("/v1/chains/{chain}/heartbeat"), &self.publisher_key.clone(), Value::Null).await;
+        let (s, b) = self
+            .post(
+                &format!("/v1/chains/{chain}/heartbeat"),
+                &self.publisher_key.clone(),
+                Value::Null,
+            )
+            .await;
         assert_eq!(s, 200, "{b}");
     }
 
@@ -135,10 +153,17 @@ impl TestGateway {
 
     /// Any request with an optional bearer key and a raw body; the response body as JSON
     /// (`Null` when it is not JSON).
-    pub async fn raw(&self, method: &str, path: &str, key: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), self.url(path));
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            self.url(path),
+        );
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -152,7 +177,10 @@ impl TestGateway {
 
     /// Waits until the metric series has exactly `want`.
     pub async fn wait_metric(&self, series: &str, want: f64, within: Duration) {
-        wait_until(within, &format!("{series} == {want}"), || async { self.metric(series).await == want }).await;
+        wait_until(within, &format!("{series} == {want}"), || async {
+            self.metric(series).await == want
+        })
+        .await;
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -225,7 +253,10 @@ where
         if check().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -236,9 +267,17 @@ pub fn assert_error(m: &Value, code: &str, request_id: Option<&str>) {
     assert_eq!(m["event"], "error", "{m}");
     let keys: Vec<&str> = m.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["data", "event", "timestamp"], "{m}");
-    assert!(m["timestamp"].as_i64().is_some_and(|t| t > 1_700_000_000_000), "{m}");
+    assert!(
+        m["timestamp"]
+            .as_i64()
+            .is_some_and(|t| t > 1_700_000_000_000),
+        "{m}"
+    );
     assert_eq!(m["data"]["code"], code, "{m}");
-    assert!(m["data"]["message"].as_str().is_some_and(|s| !s.is_empty()), "{m}");
+    assert!(
+        m["data"]["message"].as_str().is_some_and(|s| !s.is_empty()),
+        "{m}"
+    );
     let mut want = vec!["code", "message"];
     match request_id {
         Some(id) => {
@@ -247,7 +286,12 @@ pub fn assert_error(m: &Value, code: &str, request_id: Option<&str>) {
         }
         None => assert!(m["data"].get("requestId").is_none(), "{m}"),
     }
-    let mut keys: Vec<&str> = m["data"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = m["data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
     assert_eq!(keys, want, "{m}");
 }
@@ -262,7 +306,11 @@ pub fn status_msg(ns: &str, chains: &[&str], status: &str) -> Value {
 /// Removes (and checks) the `timestamp` of a server message.
 pub fn without_ts(mut m: Value) -> Value {
     let ts = m.as_object_mut().and_then(|o| o.remove("timestamp"));
-    assert!(ts.and_then(|t| t.as_i64()).is_some_and(|t| t > 1_700_000_000_000), "no timestamp: {m}");
+    assert!(
+        ts.and_then(|t| t.as_i64())
+            .is_some_and(|t| t > 1_700_000_000_000),
+        "no timestamp: {m}"
+    );
     m
 }
 
@@ -296,22 +344,32 @@ pub enum Ended {
 
 impl WsClient {
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_text(&mut self, s: &str) {
-        self.ws.send(Message::Text(s.to_owned().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(s.to_owned().into()))
+            .await
+            .expect("send");
     }
 
     /// Next text frame as JSON (5 s timeout).
     pub async fn recv(&mut self) -> Value {
-        self.recv_within(Duration::from_secs(5)).await.expect("no message within 5 s")
+        self.recv_within(Duration::from_secs(5))
+            .await
+            .expect("no message within 5 s")
     }
 
     pub async fn recv_within(&mut self, d: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + d;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
             match msg {
                 Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("json")),
                 Ok(Message::Close(f)) => panic!("closed while waiting for a message: {f:?}"),
@@ -348,7 +406,9 @@ impl WsClient {
                 Ok(None) | Ok(Some(Err(_))) => return Ended::Dropped,
                 Ok(Some(Ok(Message::Close(f)))) => {
                     return match f {
-                        Some(CloseFrame { code, reason }) => Ended::Close(code.into(), reason.to_string()),
+                        Some(CloseFrame { code, reason }) => {
+                            Ended::Close(code.into(), reason.to_string())
+                        }
                         None => Ended::Close(1005, String::new()),
                     }
                 }
@@ -357,38 +417,33 @@ impl WsClient {
         }
     }
 
-    /// Asserts that no push (`event: data`) arrives within `d`; system notifications are
-    /// skipped.
-    pub async fn expect_no_push(&mut self, d: Duration) {
-        let deadline = tokio::time::Instant::now() + d;
-        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
-            if let Message::Text(t) = msg {
-                let v: Value = serde_json::from_str(&t).expect("json");
-                assert_eq!(v["event"], "system-notification", "unexpected message: {v}");
-            }
-        }
-    }
-
     /// The next system notification, without its timestamp (5 s timeout). Panics on any
     /// other message.
     pub async fn next_status(&mut self) -> Value {
         let m = self.recv().await;
-        assert_eq!(m["event"], "system-notification", "expected a system notification: {m}");
+        assert_eq!(
+            m["event"], "system-notification",
+            "expected a system notification: {m}"
+        );
         without_ts(m)
     }
 
     /// Sends a subscribe with `request_id` and returns the reply.
     pub async fn subscribe_as(&mut self, request_id: &str, channels: &[&str]) -> Value {
-        self.send(json!({"event": "subscribe", "data": {"requestId": request_id, "channels": channels}}))
-            .await;
+        self.send(
+            json!({"event": "subscribe", "data": {"requestId": request_id, "channels": channels}}),
+        )
+        .await;
         self.reply_to(request_id).await
     }
 
     /// Subscribes and returns the `subscribed` reply (skipping system notifications).
     pub async fn subscribe(&mut self, channels: &[&str]) -> Value {
         let request_id = uuid::Uuid::new_v4().to_string();
-        self.send(json!({"event": "subscribe", "data": {"requestId": request_id, "channels": channels}}))
-            .await;
+        self.send(
+            json!({"event": "subscribe", "data": {"requestId": request_id, "channels": channels}}),
+        )
+        .await;
         self.reply_to(&request_id).await
     }
 
@@ -399,7 +454,10 @@ impl WsClient {
             if m["data"]["requestId"] == request_id {
                 return m;
             }
-            assert_eq!(m["event"], "system-notification", "unexpected before reply: {m}");
+            assert_eq!(
+                m["event"], "system-notification",
+                "unexpected before reply: {m}"
+            );
         }
     }
 
@@ -470,7 +528,10 @@ impl RawWs {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(req.as_bytes()).await.unwrap();
-        let mut ws = RawWs { stream, buf: Vec::new() };
+        let mut ws = RawWs {
+            stream,
+            buf: Vec::new(),
+        };
         let head = ws.read_until_head().await;
         assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
         ws
@@ -540,12 +601,25 @@ fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
     }
     let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
     let (len, mut at) = match buf[1] & 0x7f {
-        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize, 4),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
         n => (n as usize, 2),
     };
     assert_eq!(buf[1] & 0x80, 0, "server frames are never masked");
     let payload = buf.get(at..at + len)?.to_vec();
     at += len;
-    Some((RawFrame { fin, opcode, payload }, at))
+    Some((
+        RawFrame {
+            fin,
+            opcode,
+            payload,
+        },
+        at,
+    ))
 }

@@ -30,7 +30,9 @@ impl Proxy {
                 }
                 let mut rx = cut2.subscribe();
                 tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(target).await else { return };
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     let (mut ri, mut wi) = inbound.into_split();
                     let (mut ro, mut wo) = outbound.into_split();
                     tokio::select! {
@@ -41,7 +43,12 @@ impl Proxy {
                 });
             }
         });
-        Proxy { addr, cut, down, task }
+        Proxy {
+            addr,
+            cut,
+            down,
+            task,
+        }
     }
 
     /// Drops every open connection.

@@ -197,6 +197,11 @@ function makeWebSocketClass(WS, recorder) {
       );
     }
 
+    close(code, reason) {
+      recorder.frame({ dir: 'shut', conn: this.compatConn, raw: `client calls close(${code ?? ''}, ${JSON.stringify(reason ?? '')})` });
+      return super.close(code, reason);
+    }
+
     send(data, ...rest) {
       let json;
       try {
@@ -332,29 +337,26 @@ export function createWallet(client, { url, getToken, accounts, solanaEnabled = 
     connectionState() {
       return backend.getConnectionInfo().state;
     },
-    /** Tear down; resolves once the socket is closed (call before killing the gateway). */
-    async destroy() {
+    /** Tear down (stops reconnects; the socket close may still be in flight). */
+    destroy() {
       state.enabled = false;
-      try {
-        ohlcv?.destroy?.();
-      } catch {
-        // ignore
+      for (const service of [ohlcv, activity, backend]) {
+        try {
+          service?.destroy?.();
+        } catch {
+          // ignore
+        }
       }
-      try {
-        activity.destroy();
-      } catch {
-        // ignore
-      }
-      try {
-        backend.destroy();
-      } catch {
-        // ignore
-      }
-      const deadline = Date.now() + 5000;
+    },
+    /**
+     * After destroy() and after the gateway is gone: wait until the socket is
+     * closed, then clear a reconnect timer that a 1006 close may have scheduled.
+     */
+    async settle(timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs;
       while (backend.getConnectionInfo().state !== 'disconnected' && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      // Clears a reconnect timer scheduled by a close that raced the above.
       backend.destroy();
     },
   };

@@ -79,11 +79,11 @@ export class Gateway {
       GATEWAY__ADMIN__API_KEYS: this.adminKey,
       GATEWAY__CHAINS__KNOWN: KNOWN_CHAINS.join(','),
       GATEWAY__CHAINS__STALE_AFTER: '60s',
-      // Opt-in: the gateway rejects unknown configuration sections, and this
-      // build has no `storage` section (it exits: "unknown field `storage`").
-      ...(process.env.COMPAT_WITH_STORAGE === '1'
-        ? { GATEWAY__STORAGE__URL: `sqlite://${path.join(this.tmpdir, 'gw.db')}` }
-        : {}),
+      // COMPAT_NO_STORAGE=1 omits it (for builds without a `storage` section:
+      // the gateway refuses unknown configuration fields).
+      ...(process.env.COMPAT_NO_STORAGE === '1'
+        ? {}
+        : { GATEWAY__STORAGE__URL: `sqlite://${path.join(this.tmpdir, 'gw.db')}` }),
       RUST_LOG: process.env.RUST_LOG ?? 'info',
       ...this.extraEnv,
     };
@@ -97,6 +97,8 @@ export class Gateway {
     const listen = this.port ? `127.0.0.1:${this.port}` : '127.0.0.1:0';
     const bin = gatewayBin();
     const proc = spawn(bin, [], {
+      // Relative default paths (e.g. data/gateway.db) land in the temp dir.
+      cwd: this.tmpdir,
       env: this.env(listen),
       stdio: ['ignore', 'pipe', 'pipe'],
     });

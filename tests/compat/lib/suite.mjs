@@ -71,8 +71,9 @@ async function scenario(client, opts, body) {
     }
     throw new Error(`${String(error)}\n\n${details}`);
   } finally {
-    await wallet?.destroy();
+    wallet?.destroy();
     await gateway.dispose();
+    await wallet?.settle();
   }
 }
 
@@ -447,6 +448,74 @@ export function defineSuite(versionKey) {
       },
     );
 
+    test(
+      `[${ver}] 7b. OHLCV unsubscribe (3 s after the last viewer leaves) succeeds and stops the bars`,
+      { skip: client.info.ohlcv ? false : `@metamask/core-backend ${ver} has no OHLCVService` },
+      async () => {
+        await scenario(client, {}, async (ctx) => {
+          const { rec, wallet, gateway } = ctx;
+          await wallet.connect();
+          await waitSubscribed(ctx, expectedChannels(ctx));
+          const opts = { assetId: USDC_BASE_CAIP19, interval: '1m', currency: 'usd' };
+          const channel = `market-data.v1.${USDC_BASE_CAIP19}.1m.usd`;
+          await wallet.ohlcv.subscribe(opts);
+          assert.equal(wallet.backend.channelHasSubscription(channel), true, 'client holds the OHLCV subscription');
+          await wallet.ohlcv.unsubscribe(opts);
+          const unsub = await rec.waitFor(
+            () => rec.sent((m) => m.event === 'unsubscribe' && m.data.channels?.includes(channel))[0],
+            'client sends the OHLCV unsubscribe after its 3 s grace period',
+            WAIT,
+          );
+          const reply = await rec.waitFor(
+            () => rec.received((m) => m?.data?.requestId === unsub.json.data.requestId)[0],
+            'the unsubscribe reply',
+            WAIT,
+          );
+          assert.equal(reply.json.event, 'unsubscribed', `reply (${reply.raw})`);
+          assert.deepEqual(reply.json.data.failed, []);
+          await rec.waitFor(
+            () => !wallet.backend.channelHasSubscription(channel),
+            'client drops the OHLCV subscription',
+            WAIT,
+          );
+          assert.deepEqual(rec.eventsNamed(EV.ohlcvError), [], 'no OHLCVService:subscriptionError (a failure retries 1/2/4 s, then force-reconnects)');
+
+          await gateway.publish(channel, ohlcvBar());
+          const marker = evmActivity(ctx.evm);
+          await gateway.publish(activityChannel('eip155', '8453', ctx.evm), marker);
+          await expectActivity(ctx, marker);
+          assert.deepEqual(rec.eventsNamed(EV.bar), [], 'no bar after unsubscribe');
+          assert.deepEqual(
+            rec.received((m) => m.event === 'data' && m.channel === channel).map((f) => f.raw),
+            [],
+            'no market-data push on the wire after unsubscribe',
+          );
+        });
+      },
+    );
+
+    test(
+      `[${ver}] 7c. OHLCV subscribers get market-data chain status (OHLCVService:chainStatusChanged)`,
+      { skip: client.info.ohlcv ? false : `@metamask/core-backend ${ver} has no OHLCVService` },
+      async () => {
+        await scenario(client, { upBefore: ['eip155:8453'] }, async (ctx) => {
+          const { rec, wallet, gateway } = ctx;
+          await wallet.connect();
+          await waitSubscribed(ctx, expectedChannels(ctx));
+          await wallet.ohlcv.subscribe({ assetId: USDC_BASE_CAIP19, interval: '1m', currency: 'usd' });
+          const ev = 'OHLCVService:chainStatusChanged';
+          const up = await rec.waitFor(() => rec.eventsNamed(ev)[0], `${ev} up after the OHLCV subscribe`, WAIT);
+          const sys = rec.received((m) => m.event === 'system-notification' && m.channel === 'system-notifications.v1.market-data.v1');
+          assert.ok(sys.length >= 1, 'a system-notification on system-notifications.v1.market-data.v1');
+          assert.deepStrictEqual(up, { chainIds: ['eip155:8453'], status: 'up', timestamp: sys[0].json.timestamp });
+          await gateway.setChainStatus('eip155:8453', 'down');
+          const down = await rec.waitFor(() => rec.eventsNamed(ev)[1], `${ev} down after PUT status down`, WAIT);
+          assert.deepStrictEqual({ ...down, timestamp: 0 }, { chainIds: ['eip155:8453'], status: 'down', timestamp: 0 });
+          assert.equal(typeof down.timestamp, 'number');
+        });
+      },
+    );
+
     for (const [num, how, signal] of [
       ['8a', 'restart (SIGTERM, drain)', 'SIGTERM'],
       ['8b', 'crash (SIGKILL) and restart', 'SIGKILL'],
@@ -510,7 +579,27 @@ export function defineSuite(versionKey) {
       });
     });
 
-    test(`[${ver}] 10. a bad token is refused at the upgrade (HTTP 401): the client never reaches connected`, async () => {
+    test(`[${ver}] 10. a manual disconnect (wallet lock / sign-out) closes cleanly with 4999, so the client does not reconnect`, async () => {
+      await scenario(client, {}, async (ctx) => {
+        const { rec, wallet } = ctx;
+        await wallet.connect();
+        await waitSubscribed(ctx, expectedChannels(ctx));
+        const t0 = Date.now();
+        // What KeyringController:lock and a sign-out trigger.
+        wallet.messenger.publish('KeyringController:lock');
+        const close = await rec.waitFor(
+          () => rec.frames.find((f) => f.dir === 'close'),
+          'the close handshake completes (the client only sees its own 4999 once the server answers its close frame; ws gives up after 30 s with 1006)',
+          10_000,
+        );
+        assert.equal(close.raw, '4999 Internal: Manual disconnect', 'the client sees its manual close code echoed');
+        await rec.waitFor(() => wallet.connectionState() === 'disconnected', 'client state disconnected', WAIT);
+        assert.ok(Date.now() - t0 < 10_000);
+        assert.equal(wallet.backend.getConnectionInfo().reconnectAttempts, 0, 'no reconnect scheduled');
+      });
+    });
+
+    test(`[${ver}] 11. a bad token is refused at the upgrade (HTTP 401): the client never reaches connected`, async () => {
       await scenario(client, { getToken: () => mintToken('not-the-secret') }, async (ctx) => {
         const { rec, wallet } = ctx;
         await wallet.connect();
@@ -527,6 +616,40 @@ export function defineSuite(versionKey) {
           'client never reached connected',
         );
       });
+    });
+
+    test(`[${ver}] 12. when the token expires the gateway closes, and the client reconnects with a fresh token and resubscribes`, async () => {
+      let minted = 0;
+      let gw;
+      await scenario(
+        client,
+        {
+          getToken: () => {
+            minted += 1;
+            // The first token lives 3 s; later ones an hour.
+            return gw.token({ ttlSeconds: minted === 1 ? 3 : 3600 });
+          },
+        },
+        async (ctx) => {
+          const { rec, wallet, gateway } = ctx;
+          gw = gateway;
+          const channels = expectedChannels(ctx);
+          await wallet.connect();
+          await waitSubscribed(ctx, channels);
+          const close = await rec.waitFor(
+            () => rec.frames.find((f) => f.dir === 'close'),
+            'the gateway closes the connection when the token expires',
+            WAIT,
+          );
+          assert.match(close.raw, /^4001 /u, `token expiry closes with 4001 (got ${close.raw})`);
+          const { reply } = await waitSubscribed(ctx, channels, { after: close.t });
+          assert.ok(reply.conn > 1, 'resubscribed on a new connection');
+          assert.ok(minted >= 2, 'the client fetched a fresh token');
+          const msg = evmActivity(ctx.evm);
+          await gateway.publish(activityChannel('eip155', '8453', ctx.evm), msg);
+          await expectActivity(ctx, msg);
+        },
+      );
     });
   });
 }
