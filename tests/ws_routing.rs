@@ -184,3 +184,29 @@ async fn market_data_is_echoed_exactly_as_subscribed() {
         (mixed, sub, bar)
     );
 }
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_and_the_socket_ends() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    use tokio_tungstenite::tungstenite::Message;
+    let gw = TestGateway::start(&[]).await;
+    let mut c = gw.client().await;
+    c.subscribe(&[&aa("eip155:0", ADDR_A)]).await;
+    let frame = CloseFrame { code: CloseCode::from(4999), reason: "Internal: Manual disconnect".into() };
+    c.ws.send(Message::Close(Some(frame))).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match c.ws.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("no close echo within 3 s");
+    assert_eq!(echoed, Some(4999), "the close frame is echoed with the client's code");
+    let end = tokio::time::timeout(Duration::from_secs(3), c.ws.next()).await.expect("socket still open");
+    assert!(end.is_none() || end.is_some_and(|r| r.is_err()));
+}

@@ -147,15 +147,22 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
         }
     };
 
-    if let Stop::Close(code, reason, label) = stop {
-        metrics::disconnect(label);
-        session.outbox.close(code, reason);
+    match stop {
+        Stop::Close(code, reason, label) => {
+            metrics::disconnect(label);
+            session.outbox.close(code, reason);
+        }
+        // The client closed or vanished: the writer echoes a close and ends the socket.
+        Stop::Gone => session.outbox.cancel(),
     }
     session.cleanup();
     drop(session);
     // The writer ends after the close frame, or when every outbox handle is gone.
     drop(outbox);
-    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {
+        abort.abort();
+    }
     metrics::get().connections_open.decrement(1.0);
     tracing::debug!(conn, "Session ended.");
 }

@@ -54,7 +54,7 @@ pub async fn run(
     let exit = loop {
         let first = tokio::select! {
             biased;
-            _ = outbox.closing(), if outbox.overflowed() => break Exit::SlowConsumer,
+            _ = outbox.closing() => break if outbox.overflowed() { Exit::SlowConsumer } else { Exit::Gone },
             item = rx.recv() => match item { Some(i) => i, None => break Exit::Gone },
         };
         let mut item = Some(first);
@@ -120,6 +120,10 @@ pub async fn run(
             "slow consumer: outbound queue overflowed",
         )
         .await;
+    }
+    if exit == Exit::Gone {
+        // Completes a close the client started (tungstenite queued the echo) and ends TCP.
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
     }
     outbox.cancel();
     exit
