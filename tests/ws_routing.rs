@@ -193,7 +193,10 @@ async fn a_close_from_the_client_is_answered_and_the_socket_ends() {
     let gw = TestGateway::start(&[]).await;
     let mut c = gw.client().await;
     c.subscribe(&[&aa("eip155:0", ADDR_A)]).await;
-    let frame = CloseFrame { code: CloseCode::from(4999), reason: "Internal: Manual disconnect".into() };
+    let frame = CloseFrame {
+        code: CloseCode::from(4999),
+        reason: "Internal: Manual disconnect".into(),
+    };
     c.ws.send(Message::Close(Some(frame))).await.unwrap();
     let echoed = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
@@ -206,7 +209,13 @@ async fn a_close_from_the_client_is_answered_and_the_socket_ends() {
     })
     .await
     .expect("no close echo within 3 s");
-    assert_eq!(echoed, Some(4999), "the close frame is echoed with the client's code");
-    let end = tokio::time::timeout(Duration::from_secs(3), c.ws.next()).await.expect("socket still open");
+    assert_eq!(
+        echoed,
+        Some(4999),
+        "the close frame is echoed with the client's code"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(3), c.ws.next())
+        .await
+        .expect("socket still open");
     assert!(end.is_none() || end.is_some_and(|r| r.is_err()));
 }

@@ -147,8 +147,12 @@ impl Client {
             let Ok(v) = serde_json::from_str::<Value>(&msg) else {
                 continue;
             };
-            if let Some(e) = self.on_message(v).await? {
-                return Ok(e);
+            match self.on_message(v).await {
+                Ok(Some(e)) => return Ok(e),
+                Ok(None) => {}
+                // The ack could not be sent: the connection is gone; resume.
+                Err(ClientError::Lost(_)) => self.recover().await?,
+                Err(e) => return Err(e),
             }
         }
     }

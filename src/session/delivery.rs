@@ -20,6 +20,8 @@ use crate::hub::Publication;
 #[derive(Clone)]
 pub struct AckTracker {
     inner: Arc<Mutex<Pending>>,
+    /// Wakes the session loop when a new deadline is armed.
+    armed: Arc<tokio::sync::Notify>,
     ack_timeout: Duration,
     max_retries: u32,
     max_unacked: usize,
@@ -48,6 +50,7 @@ pub enum Expired {
 impl AckTracker {
     pub fn new(ack_timeout: Duration, max_retries: u32, max_unacked: usize) -> Self {
         Self {
+            armed: Arc::new(tokio::sync::Notify::new()),
             inner: Arc::new(Mutex::new(Pending {
                 by_id: HashMap::new(),
             })),
@@ -70,6 +73,9 @@ impl AckTracker {
         };
         let due = Instant::now() + self.ack_timeout;
         let mut pending = self.inner.lock();
+        if !pending.by_id.contains_key(&durable.message_id) {
+            self.armed.notify_one();
+        }
         let entry = pending
             .by_id
             .entry(durable.message_id.clone())
@@ -89,6 +95,11 @@ impl AckTracker {
                 .targets
                 .push((subscription_id.clone(), channel.clone()));
         }
+    }
+
+    /// Resolves when a new ack deadline was armed since the last call.
+    pub async fn armed(&self) {
+        self.armed.notified().await
     }
 
     /// Applies acks; unknown, late and duplicate ids are ignored. Returns how many matched.

@@ -107,6 +107,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
     };
     tokio::pin!(drain_at);
 
+    let acks_handle = session.acks.clone();
     let stop = loop {
         let ack_due = session.acks.as_ref().and_then(AckTracker::next_due);
         let replay_delay = session.replay_delay();
@@ -133,6 +134,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => session.resync_chains(),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
             },
+            _ = armed(&acks_handle) => {}
             _ = sleep_until_opt(ack_due) => {
                 if let Some(stop) = session.on_ack_timer() {
                     break stop;
@@ -160,7 +162,10 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
     // The writer ends after the close frame, or when every outbox handle is gone.
     drop(outbox);
     let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .is_err()
+    {
         abort.abort();
     }
     metrics::get().connections_open.decrement(1.0);
@@ -170,6 +175,13 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
 fn until_expiry(exp: u64) -> Duration {
     let now_ms = crate::protocol::now_ms().max(0) as u64;
     Duration::from_millis((exp.saturating_mul(1000)).saturating_sub(now_ms))
+}
+
+async fn armed(acks: &Option<AckTracker>) {
+    match acks {
+        Some(a) => a.armed().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -260,7 +272,7 @@ impl Session {
                 metrics::delivery_failure("ack_timeout");
                 Some(Stop::Close(
                     close::ACK_TIMEOUT,
-                    "ack timeout: resume from your last acknowledged position",
+                    "ack timeout",
                     "ack_timeout",
                 ))
             }
