@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
+use crate::broker::{Broker, NatsBroker};
 use crate::chains::Chains;
 use crate::config::Settings;
 use crate::history::History;
@@ -47,14 +48,26 @@ impl Gateway {
         let chains = Chains::new(settings.chains.clone()).map_err(StartError::Config)?;
         let shutdown = Shutdown::new();
         let hub = Arc::new(Hub::new());
-        let listener = Arc::new(HubListener::new(hub.clone()));
+        let broker = Arc::new(match &settings.broker.url {
+            None => Broker::Local(hub.clone()),
+            Some(url) => Broker::Nats(
+                NatsBroker::connect(url, &settings.broker.subject_prefix, hub.clone(), chains.clone())
+                    .await
+                    .map_err(|e| StartError::Config(format!("broker: {e}")))?,
+            ),
+        });
+        let listener = Arc::new(HubListener::new(broker.clone()));
         let history = History::open(&settings.storage, &settings.history, listener)
             .await
             .map_err(|e| StartError::Config(format!("history store: {e}")))?;
+        if let Broker::Nats(n) = &*broker {
+            n.set_history(history.clone());
+        }
         let node = Arc::new(Node::new(
             settings.clone(),
             hub,
             history,
+            broker,
             chains.clone(),
             verifier,
             shutdown.clone(),

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`protocol`]: wire messages, the channel grammar (CAIP-2/10/19), error codes. No I/O.
 //! - [`auth`]: client token verification (HS256/RS256/ES256, PEM, JWKS).
+//! - [`broker`]: cross-node transport (in-process, or NATS with interest routing).
 //! - [`hub`]: this node's subscriptions and the fan-out of publications (serialised once).
 //! - [`session`]: one client connection: reader loop, writer task with a byte-bounded
 //!   queue, limits, subscriptions, acknowledged delivery.
@@ -19,6 +20,7 @@
 //! - [`config`], [`metrics`], [`shutdown`], [`dev`] (the zero-configuration mode).
 pub mod app;
 pub mod auth;
+pub mod broker;
 pub mod chains;
 pub mod client;
 pub mod config;

@@ -203,3 +203,8 @@ pub fn resume(result: &'static str) {
 pub fn replayed(n: u64) {
     counter!("gateway_replayed_total").increment(n);
 }
+
+/// The cluster broker's connection: 1 connected (or in-process), 0 lost.
+pub fn broker_connected(up: bool) {
+    gauge!("gateway_broker_connected").set(if up { 1.0 } else { 0.0 });
+}

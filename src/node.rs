@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::auth::Verifier;
+use crate::broker::Broker;
 use crate::chains::Chains;
 use crate::config::Settings;
 use crate::history::History;
@@ -16,6 +17,7 @@ pub struct Node {
     pub settings: Arc<Settings>,
     pub hub: Arc<Hub>,
     pub history: History,
+    pub broker: Arc<Broker>,
     pub chains: Arc<Chains>,
     pub verifier: Verifier,
     pub shutdown: Shutdown,
@@ -27,6 +29,7 @@ impl Node {
         settings: Arc<Settings>,
         hub: Arc<Hub>,
         history: History,
+        broker: Arc<Broker>,
         chains: Arc<Chains>,
         verifier: Verifier,
         shutdown: Shutdown,
@@ -35,11 +38,18 @@ impl Node {
             settings,
             hub,
             history,
+            broker,
             chains,
             verifier,
             shutdown,
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// A heartbeat or publication for `chain`, shared with the other nodes.
+    pub fn sign_of_life(&self, chain: &crate::protocol::caip::ChainId) {
+        self.chains.sign_of_life(chain);
+        self.broker.chain_alive(chain);
     }
 
     pub fn next_conn_id(&self) -> ConnId {
@@ -50,6 +60,9 @@ impl Node {
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.shutdown.is_draining() {
             return Err("draining");
+        }
+        if !self.broker.is_up() {
+            return Err("cluster broker unavailable");
         }
         if !self.history.is_available() {
             return Err("history store unavailable");

@@ -106,6 +106,8 @@ struct Entry {
 /// The registry of chains. Cheap to share behind an `Arc`.
 pub struct Chains {
     entries: Mutex<HashMap<String, Entry>>,
+    /// While the cluster broker is unreachable every chain is reported down.
+    outage: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<Arc<ChainEvent>>,
     config: ChainsConfig,
 }
@@ -132,6 +134,7 @@ impl Chains {
         let (events, _) = broadcast::channel(256);
         let chains = Chains {
             entries: Mutex::new(HashMap::new()),
+            outage: std::sync::atomic::AtomicBool::new(false),
             events,
             config,
         };
@@ -182,7 +185,7 @@ impl Chains {
                 .entry(chain.to_string())
                 .or_insert_with(|| self.new_entry(chain.clone()));
             entry.last_seen = Some(now);
-            let up = entry.computed_up(now);
+            let up = !self.outage.load(std::sync::atomic::Ordering::Acquire) && entry.computed_up(now);
             let changed = up != entry.up;
             entry.up = up;
             changed.then(|| (entry.chain.clone(), up))
@@ -199,7 +202,7 @@ impl Chains {
                 .get_mut(&chain.to_string())
                 .ok_or_else(|| UnknownChain(chain.to_string()))?;
             entry.mode = mode;
-            let up = entry.computed_up(now);
+            let up = !self.outage.load(std::sync::atomic::Ordering::Acquire) && entry.computed_up(now);
             let changed = up != entry.up;
             entry.up = up;
             (
@@ -211,14 +214,21 @@ impl Chains {
         Ok(view)
     }
 
+    /// Starts or ends a broker outage: while it lasts every chain is down (wallets poll).
+    pub fn set_outage(&self, outage: bool) {
+        self.outage.store(outage, std::sync::atomic::Ordering::Release);
+        self.tick();
+    }
+
     /// Re-evaluates staleness; run periodically.
     pub fn tick(&self) {
         let now = Instant::now();
+        let outage = self.outage.load(std::sync::atomic::Ordering::Acquire);
         let mut changes = Vec::new();
         {
             let mut entries = self.entries.lock();
             for entry in entries.values_mut() {
-                let up = entry.computed_up(now);
+                let up = !outage && entry.computed_up(now);
                 if up != entry.up {
                     entry.up = up;
                     changes.push((entry.chain.clone(), up));
@@ -289,6 +299,7 @@ impl Chains {
 fn view_of(e: &Entry, now: Instant) -> ChainView {
     let ago = e.last_seen.map(|t| now.duration_since(t));
     let reason = match (e.mode, ago) {
+        _ if !e.up && e.mode != Mode::Down && e.computed_up(now) => "cluster broker unreachable".to_owned(),
         (Mode::Up, _) => "forced up by an operator".to_owned(),
         (Mode::Down, _) => "forced down by an operator".to_owned(),
         (Mode::Auto, None) => "no heartbeat or publication seen yet".to_owned(),

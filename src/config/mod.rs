@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
+use crate::broker::BrokerConfig;
 use crate::chains::ChainsConfig;
 use crate::history::{HistoryConfig, StorageConfig};
 use serde_helpers::string_list;
@@ -27,6 +28,7 @@ pub struct Settings {
     pub chains: ChainsConfig,
     pub delivery: DeliveryConfig,
     pub storage: StorageConfig,
+    pub broker: BrokerConfig,
     pub history: HistoryConfig,
     pub log: LogConfig,
 }

@@ -42,7 +42,7 @@ pub async fn heartbeat(
 ) -> Result<Json<ChainView>, ApiError> {
     require(&headers, &node.settings, Role::Publisher)?;
     let chain = parse_chain(&chain)?;
-    node.chains.sign_of_life(&chain);
+    node.sign_of_life(&chain);
     node.chains
         .view(&chain)
         .map(Json)
@@ -69,10 +69,9 @@ pub async fn set_status(
             "body must be {{\"status\": \"up\" | \"down\" | \"auto\"}} ({e})"
         ))
     })?;
-    node.chains
-        .set_mode(&chain, body.status)
-        .map(Json)
-        .map_err(|_| unknown(&chain))
+    let view = node.chains.set_mode(&chain, body.status).map_err(|_| unknown(&chain))?;
+    node.broker.chain_mode(&chain, body.status);
+    Ok(Json(view))
 }
 
 fn parse_chain(text: &str) -> Result<ChainId, ApiError> {

@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::history::{CommitListener, Committed, StreamPosition};
-use crate::hub::{Durable, Hub, Position, Publication};
+use crate::broker::Broker;
+use crate::hub::{Durable, Position, Publication};
 use crate::protocol::{Channel, Namespace};
 
-/// Fans committed publications out to the local hub.
+/// Hands committed publications to the broker (the local hub, or every node), in commit order.
 pub struct HubListener {
-    hub: Arc<Hub>,
+    broker: Arc<Broker>,
 }
 
 impl HubListener {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
     }
 }
 
@@ -24,7 +25,7 @@ impl CommitListener for HubListener {
         let now = Instant::now();
         for c in batch {
             if let Some(p) = durable_publication(&c.channel, &c.payload, &c.position, now) {
-                self.hub.publish(&Arc::new(p));
+                self.broker.publish(Arc::new(p), &c.payload);
             }
         }
     }

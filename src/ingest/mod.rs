@@ -37,7 +37,7 @@ pub struct Outcome {
 /// Publishing failed after validation; nothing was delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("the history store is unavailable ({0})")]
+    #[error("publishing is unavailable: {0}")]
     Unavailable(String),
 }
 
@@ -62,10 +62,13 @@ pub async fn publish(
             idempotency_key: i.id.clone(),
         })
         .collect();
+    if !node.broker.is_up() {
+        return Err(PublishError::Unavailable("the cluster broker (NATS) is unreachable".into()));
+    }
     // A publication is a sign of life of its chain as soon as it arrives.
     for item in &items {
         if let Channel::AccountActivity(a) = &item.channel {
-            node.chains.sign_of_life(&a.account.chain);
+            node.sign_of_life(&a.account.chain);
         }
     }
     let mut committed = node.history.append(durable).await?.into_iter();
@@ -101,7 +104,7 @@ pub async fn publish(
                     None,
                     accepted_at,
                 ));
-                node.hub.publish(&publication);
+                node.broker.publish(publication, &item.payload);
                 outcomes.push(Outcome {
                     channel: item.canonical,
                     message_id: None,

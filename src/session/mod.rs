@@ -293,6 +293,7 @@ impl Session {
         let mut identities = std::collections::HashSet::new();
         for (id, h) in &held {
             self.node.hub.unsubscribe(&h.key, self.conn, id, &h.sent);
+            self.node.broker.remove_interest(&h.key);
             ids.insert(id.clone());
             identities.insert(h.identity.clone());
         }

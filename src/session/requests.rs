@@ -162,6 +162,8 @@ impl Session {
                     gate: gate.clone(),
                 },
             );
+            // With a cluster broker, wait until this node receives the key's publications.
+            self.node.broker.add_interest(&h.key).await;
         }
         let jobs = self
             .prepare_resume(&subscription_id, &gated, &positions, &mut extra)
@@ -208,6 +210,7 @@ impl Session {
         if let Some(id) = subscription {
             for h in &removed {
                 self.node.hub.unsubscribe(&h.key, self.conn, id, &h.sent);
+                self.node.broker.remove_interest(&h.key);
             }
         }
         let m = metrics::get();

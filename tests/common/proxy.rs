@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    target: Arc<parking_lot::Mutex<SocketAddr>>,
     cut: watch::Sender<u64>,
     down: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -23,12 +24,15 @@ impl Proxy {
         let (cut, _) = watch::channel(0u64);
         let down = Arc::new(AtomicBool::new(false));
         let (cut2, down2) = (cut.clone(), down.clone());
+        let target = Arc::new(parking_lot::Mutex::new(target));
+        let target2 = target.clone();
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if down2.load(Ordering::Acquire) {
                     continue;
                 }
                 let mut rx = cut2.subscribe();
+                let target = *target2.lock();
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
@@ -49,6 +53,11 @@ impl Proxy {
             down,
             task,
         }
+    }
+
+    /// Sends new connections to `target` from now on (a load balancer failing over).
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock() = target;
     }
 
     /// Drops every open connection.

@@ -1,0 +1,99 @@
+//! Cross-node transport: how a publication committed on one node reaches the subscribers of
+//! every node, and how chain status is shared.
+//!
+//! - `Broker::Local` (one node, the default): the history's commit listener fans out to the
+//!   local hub directly, in commit order.
+//! - `Broker::Nats` (`broker.url = "nats://…"`): committed publications are published on NATS
+//!   (one subject per hub key); a node subscribes only to the keys its own clients hold
+//!   (subscribe on the first local subscriber, unsubscribe after the last), re-orders each
+//!   account stream by offset and fills gaps from the shared history. Signs of life and
+//!   operator modes of chains are broadcast so every node agrees on chain status. While NATS
+//!   is unreachable the node reports every chain `down`, is not ready, and refuses publishes.
+mod nats;
+mod order;
+mod wire;
+
+pub use nats::NatsBroker;
+pub use order::{Orderer, Verdict};
+pub use wire::{key_token, ChainMessage, WirePublication};
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::chains::Mode;
+use crate::hub::{Hub, Publication};
+use crate::protocol::caip::ChainId;
+
+/// `[broker]` configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `nats://host:4222` for a cluster; unset: in-process (one node).
+    pub url: Option<String>,
+    /// Subject prefix, so several deployments can share one NATS.
+    pub subject_prefix: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            subject_prefix: "activity-gateway".into(),
+        }
+    }
+}
+
+/// The transport in use.
+pub enum Broker {
+    Local(Arc<Hub>),
+    Nats(Arc<NatsBroker>),
+}
+
+impl Broker {
+    /// Hands over a committed or ephemeral publication for fan-out on every node.
+    pub fn publish(&self, publication: Arc<Publication>, payload: &str) {
+        match self {
+            Broker::Local(hub) => {
+                hub.publish(&publication);
+            }
+            Broker::Nats(n) => n.publish(&publication, payload),
+        }
+    }
+
+    /// A local subscriber holds `key`; returns once publications on it will be received.
+    pub async fn add_interest(&self, key: &str) {
+        if let Broker::Nats(n) = self {
+            n.add_interest(key).await;
+        }
+    }
+
+    /// A local subscriber let go of `key`.
+    pub fn remove_interest(&self, key: &str) {
+        if let Broker::Nats(n) = self {
+            n.remove_interest(key);
+        }
+    }
+
+    /// Tells the other nodes about a chain's sign of life (rate limited per chain).
+    pub fn chain_alive(&self, chain: &ChainId) {
+        if let Broker::Nats(n) = self {
+            n.chain_alive(chain);
+        }
+    }
+
+    /// Tells the other nodes about an operator's chain mode.
+    pub fn chain_mode(&self, chain: &ChainId, mode: Mode) {
+        if let Broker::Nats(n) = self {
+            n.chain_mode(chain, mode);
+        }
+    }
+
+    /// False while the cluster transport is unreachable.
+    pub fn is_up(&self) -> bool {
+        match self {
+            Broker::Local(_) => true,
+            Broker::Nats(n) => n.is_up(),
+        }
+    }
+}

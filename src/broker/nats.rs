@@ -1,0 +1,371 @@
+//! The NATS broker: interest-routed fan-out between nodes, per-stream ordering with gap
+//! filling from the shared history, chain events, and outage handling.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::order::{Orderer, Verdict};
+use super::wire::{key_token, ChainMessage, WirePublication};
+use crate::chains::{Chains, Mode};
+use crate::history::{History, Recovery, StreamPosition};
+use crate::hub::{Hub, Publication};
+use crate::ingest::durable_publication;
+use crate::protocol::caip::ChainId;
+use crate::protocol::{Channel, Namespace};
+
+/// How long an early arrival waits for the publications before it before they are read
+/// from the history.
+const GAP_GRACE: Duration = Duration::from_millis(150);
+/// A node announces a chain's sign of life at most this often.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Error connecting to NATS.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to NATS at {url}: {message}")]
+pub struct ConnectError {
+    pub url: String,
+    pub message: String,
+}
+
+/// One key this node listens to.
+struct Interest {
+    holders: usize,
+    ready: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The NATS transport of one node.
+pub struct NatsBroker {
+    client: Client,
+    prefix: String,
+    hub: Arc<Hub>,
+    chains: Arc<Chains>,
+    history: OnceLock<History>,
+    interests: Mutex<HashMap<String, Interest>>,
+    outbound: mpsc::UnboundedSender<(String, Bytes)>,
+    up: AtomicBool,
+    /// Fires on every reconnect so each interest catches up from the history.
+    reconnected: broadcast::Sender<()>,
+    last_alive: Mutex<HashMap<String, Instant>>,
+}
+
+impl NatsBroker {
+    /// Connects (retrying in the background when NATS is not there yet) and starts the
+    /// publisher and chain-event tasks.
+    pub async fn connect(url: &str, prefix: &str, hub: Arc<Hub>, chains: Arc<Chains>) -> Result<Arc<Self>, ConnectError> {
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::new()
+            .name("activity-gateway")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            // Come back quickly after a NATS restart: wallets poll while the node is cut off.
+            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(2_000)))
+            .event_callback(move |event| {
+                let tx = events_tx.clone();
+                async move {
+                    let _ = tx.send(event);
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| ConnectError { url: url.to_owned(), message: e.to_string() })?;
+        let (outbound, outbound_rx) = mpsc::unbounded_channel();
+        let (reconnected, _) = broadcast::channel(16);
+        let up = client.connection_state() == async_nats::connection::State::Connected;
+        let broker = Arc::new(NatsBroker {
+            client,
+            prefix: prefix.to_owned(),
+            hub,
+            chains: chains.clone(),
+            history: OnceLock::new(),
+            interests: Mutex::new(HashMap::new()),
+            outbound,
+            up: AtomicBool::new(up),
+            reconnected,
+            last_alive: Mutex::new(HashMap::new()),
+        });
+        chains.set_outage(!up);
+        crate::metrics::broker_connected(up);
+        tokio::spawn(publisher(broker.client.clone(), outbound_rx));
+        tokio::spawn(chain_events(broker.clone()));
+        let weak = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            while let Some(event) = events_rx.recv().await {
+                let Some(b) = weak.upgrade() else { return };
+                b.on_event(event);
+            }
+        });
+        Ok(broker)
+    }
+
+    /// The history is opened after the broker (its commit listener needs the broker).
+    pub fn set_history(&self, history: History) {
+        let _ = self.history.set(history);
+    }
+
+    fn on_event(&self, event: async_nats::Event) {
+        match event {
+            async_nats::Event::Connected => {
+                if !self.up.swap(true, Ordering::AcqRel) {
+                    tracing::info!("NATS connection restored; chains follow their status again.");
+                    crate::metrics::broker_connected(true);
+                    self.chains.set_outage(false);
+                    let _ = self.reconnected.send(());
+                }
+            }
+            async_nats::Event::Disconnected => {
+                if self.up.swap(false, Ordering::AcqRel) {
+                    tracing::error!("NATS connection lost: every chain is reported down, publishing is refused until it returns.");
+                    crate::metrics::broker_connected(false);
+                    self.chains.set_outage(true);
+                }
+            }
+            other => tracing::warn!(event = %other, "NATS event."),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn subject(&self, key: &str) -> String {
+        format!("{}.p.{}", self.prefix, key_token(key))
+    }
+
+    fn chains_subject(&self) -> String {
+        format!("{}.chains", self.prefix)
+    }
+
+    /// Queues a publication for every node (in this node's commit order).
+    pub fn publish(&self, publication: &Publication, payload: &str) {
+        let Ok(data) = RawValue::from_string(payload.to_owned()) else { return };
+        let durable = publication.durable.as_ref();
+        let wire = WirePublication {
+            ns: match publication.namespace {
+                Namespace::AccountActivity => "a".into(),
+                Namespace::MarketData => "m".into(),
+            },
+            channel: (&*publication.channel).into(),
+            epoch: durable.map(|d| d.position.epoch.as_str().into()),
+            offset: durable.map(|d| d.position.offset),
+            data: &data,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&wire) {
+            let _ = self.outbound.send((self.subject(&publication.key), Bytes::from(bytes)));
+        }
+    }
+
+    pub fn chain_alive(&self, chain: &ChainId) {
+        let id = chain.to_string();
+        {
+            let mut last = self.last_alive.lock();
+            let now = Instant::now();
+            if last.get(&id).is_some_and(|t| now.duration_since(*t) < ALIVE_EVERY) {
+                return;
+            }
+            last.insert(id.clone(), now);
+        }
+        self.send_chain(ChainMessage { chain: id, mode: None });
+    }
+
+    pub fn chain_mode(&self, chain: &ChainId, mode: Mode) {
+        self.send_chain(ChainMessage { chain: chain.to_string(), mode: Some(mode) });
+    }
+
+    fn send_chain(&self, msg: ChainMessage) {
+        if let Ok(bytes) = serde_json::to_vec(&msg) {
+            let _ = self.outbound.send((self.chains_subject(), Bytes::from(bytes)));
+        }
+    }
+
+    /// Starts (or joins) listening to `key`; returns once the subscription is in place.
+    pub async fn add_interest(self: &Arc<Self>, key: &str) {
+        let mut ready = {
+            let mut interests = self.interests.lock();
+            let interest = interests.entry(key.to_owned()).or_insert_with(|| {
+                let (tx, rx) = watch::channel(false);
+                let task = tokio::spawn(listen(self.clone(), key.to_owned(), tx));
+                Interest { holders: 0, ready: rx, task }
+            });
+            interest.holders += 1;
+            interest.ready.clone()
+        };
+        // Bounded: a node without NATS still serves its clients live from nothing.
+        let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await;
+    }
+
+    /// Stops listening to `key` after its last local holder.
+    pub fn remove_interest(&self, key: &str) {
+        let mut interests = self.interests.lock();
+        if let Some(i) = interests.get_mut(key) {
+            i.holders = i.holders.saturating_sub(1);
+            if i.holders == 0 {
+                if let Some(i) = interests.remove(key) {
+                    i.task.abort();
+                }
+            }
+        }
+    }
+
+    /// Keys this node listens to (for tests and metrics).
+    pub fn interest_count(&self) -> usize {
+        self.interests.lock().len()
+    }
+}
+
+/// Sends queued publications and chain events in order.
+async fn publisher(client: Client, mut rx: mpsc::UnboundedReceiver<(String, Bytes)>) {
+    while let Some((subject, bytes)) = rx.recv().await {
+        if let Err(e) = client.publish(subject, bytes).await {
+            tracing::warn!(error = %e, "Broker publish failed; subscribers will fill the gap from history.");
+        }
+    }
+}
+
+/// Applies chain events from every node to the local registry.
+async fn chain_events(broker: Arc<NatsBroker>) {
+    loop {
+        let mut sub = match broker.client.subscribe(broker.chains_subject()).await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Some(msg) = sub.next().await {
+            let Ok(m) = serde_json::from_slice::<ChainMessage>(&msg.payload) else { continue };
+            let Ok(chain) = ChainId::parse(&m.chain) else { continue };
+            match m.mode {
+                None => broker.chains.sign_of_life(&chain),
+                Some(mode) => {
+                    let _ = broker.chains.set_mode(&chain, mode);
+                }
+            }
+        }
+    }
+}
+
+/// Listens to one key: orders account streams by offset, fills gaps and catches up after a
+/// reconnect from the history, and hands publications to the local hub.
+async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>) {
+    let subject = broker.subject(&key);
+    let mut sub = loop {
+        match broker.client.subscribe(subject.clone()).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    // The server has the subscription once the flush returns: nothing published after the
+    // caller's registration can be missed.
+    let _ = broker.client.flush().await;
+    let history = broker.history.get().cloned();
+    let mut orderer: Option<Orderer<Arc<Publication>>> = None;
+    if let (Some(h), true) = (&history, key.starts_with(crate::protocol::channel::ACCOUNT_ACTIVITY)) {
+        if let Ok(mut top) = h.positions(std::slice::from_ref(&key)).await {
+            if let Some(top) = top.pop() {
+                orderer = Some(Orderer::starting_at(top.epoch, top.offset));
+            }
+        }
+    }
+    let _ = ready.send(true);
+    let mut reconnected = broker.reconnected.subscribe();
+    let mut gap_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let gap_wait = async {
+            match gap_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = sub.next() => {
+                let Some(msg) = msg else { return };
+                let Ok(wire) = serde_json::from_slice::<WirePublication>(&msg.payload) else { continue };
+                match (wire.ns.as_ref(), wire.epoch.as_deref(), wire.offset) {
+                    ("a", Some(epoch), Some(offset)) => {
+                        let position = StreamPosition { epoch: epoch.to_owned(), offset };
+                        let Some(p) = durable_publication(&wire.channel, wire.data.get(), &position, Instant::now()) else { continue };
+                        let o = orderer.get_or_insert_with(Orderer::default);
+                        match o.arrive(epoch, offset, Arc::new(p)) {
+                            Verdict::Release(list) => deliver(&broker.hub, list),
+                            Verdict::Gap { .. } => {
+                                gap_deadline.get_or_insert(tokio::time::Instant::now() + GAP_GRACE);
+                            }
+                        }
+                        if !o.has_gap() {
+                            gap_deadline = None;
+                        }
+                    }
+                    ("m", _, _) => {
+                        if let Ok(Channel::MarketData(m)) = Channel::parse(&wire.channel) {
+                            let p = Publication::new(Namespace::MarketData, m.key.clone(), m.asset.chain.reference().to_owned(),
+                                wire.channel.as_ref().into(), wire.data.get(), None, Instant::now());
+                            broker.hub.publish(&Arc::new(p));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = gap_wait => {
+                gap_deadline = None;
+                if let (Some(o), Some(h)) = (orderer.as_mut(), &history) {
+                    catch_up(&broker.hub, h, &key, o).await;
+                }
+            }
+            r = reconnected.recv() => {
+                if r.is_ok() {
+                    if let (Some(o), Some(h)) = (orderer.as_mut(), &history) {
+                        catch_up(&broker.hub, h, &key, o).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads everything after the orderer's position from the history and releases it in order.
+async fn catch_up(hub: &Hub, history: &History, key: &str, orderer: &mut Orderer<Arc<Publication>>) {
+    let Some(epoch) = orderer.epoch().map(str::to_owned) else { return };
+    loop {
+        let after = StreamPosition { epoch: epoch.clone(), offset: orderer.last() };
+        match history.read_after(key, &after, 1000).await {
+            Ok(Recovery::Recovered { publications, more }) => {
+                let now = Instant::now();
+                let filled = publications
+                    .iter()
+                    .filter_map(|s| {
+                        durable_publication(&s.channel, &s.payload, &s.position, now).map(|p| (s.position.offset, Arc::new(p)))
+                    })
+                    .collect();
+                deliver(hub, orderer.fill(filled));
+                if !more {
+                    break;
+                }
+            }
+            Ok(Recovery::Failed(_)) => {
+                deliver(hub, orderer.give_up());
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read history to fill a gap; releasing what arrived.");
+                deliver(hub, orderer.give_up());
+                break;
+            }
+        }
+    }
+}
+
+fn deliver(hub: &Hub, list: Vec<Arc<Publication>>) {
+    for p in list {
+        hub.publish(&p);
+    }
+}
