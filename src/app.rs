@@ -51,9 +51,14 @@ impl Gateway {
         let broker = Arc::new(match &settings.broker.url {
             None => Broker::Local(hub.clone()),
             Some(url) => Broker::Nats(
-                NatsBroker::connect(url, &settings.broker.subject_prefix, hub.clone(), chains.clone())
-                    .await
-                    .map_err(|e| StartError::Config(format!("broker: {e}")))?,
+                NatsBroker::connect(
+                    url,
+                    &settings.broker.subject_prefix,
+                    hub.clone(),
+                    chains.clone(),
+                )
+                .await
+                .map_err(|e| StartError::Config(format!("broker: {e}")))?,
             ),
         });
         let listener = Arc::new(HubListener::new(broker.clone()));

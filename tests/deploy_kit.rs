@@ -90,7 +90,8 @@ fn dur(s: &str) -> Duration {
 }
 
 fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("expected a string, got {v}"))
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {v}"))
 }
 
 /// `gateway_*` identifiers in a PromQL expression.
@@ -185,7 +186,10 @@ impl Proc {
             if code == 200 {
                 return;
             }
-            assert!(Instant::now() < deadline, "{what}: /readyz is {code} after 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "{what}: /readyz is {code} after 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -198,7 +202,10 @@ impl Proc {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "{what}: exit status after SIGTERM: {status}");
+                assert!(
+                    status.success(),
+                    "{what}: exit status after SIGTERM: {status}"
+                );
                 return;
             }
             assert!(
@@ -435,13 +442,13 @@ fn dockerfile_is_multi_stage_non_root_with_healthcheck() {
         "{froms:?}"
     );
     let runs = df.all("RUN").join("\n");
-    assert!(
-        runs.contains("cargo build --release --locked"),
-        "{runs}"
-    );
+    assert!(runs.contains("cargo build --release --locked"), "{runs}");
     let rt = df.runtime();
     assert!(rt.all("RUN").join(" ").contains("ca-certificates"));
-    assert!(rt.all("RUN").join(" ").contains("/var/lib/activity-gateway"));
+    assert!(rt
+        .all("RUN")
+        .join(" ")
+        .contains("/var/lib/activity-gateway"));
     let user = rt.last("USER");
     assert!(
         !user.starts_with("root") && !user.starts_with("0"),
@@ -452,7 +459,10 @@ fn dockerfile_is_multi_stage_non_root_with_healthcheck() {
     let entry = df.exec_form("ENTRYPOINT");
     assert!(entry[0].ends_with("/activity-gateway"), "{entry:?}");
     assert!(
-        entry.iter().chain(&df.exec_form("CMD")).any(|a| a == "serve"),
+        entry
+            .iter()
+            .chain(&df.exec_form("CMD"))
+            .any(|a| a == "serve"),
         "ENTRYPOINT/CMD must run `serve`"
     );
     let env = df.env();
@@ -462,10 +472,15 @@ fn dockerfile_is_multi_stage_non_root_with_healthcheck() {
         "sqlite:///var/lib/activity-gateway/gateway.db"
     );
     let hc = rt.last("HEALTHCHECK");
-    assert!(hc.contains("CMD ["), "HEALTHCHECK must use the exec form: {hc}");
+    assert!(
+        hc.contains("CMD ["),
+        "HEALTHCHECK must use the exec form: {hc}"
+    );
     assert!(!hc.contains("curl") && !hc.contains("wget"), "{hc}");
     let ignore = read(".dockerignore");
-    assert!(ignore.lines().any(|l| l.trim().trim_end_matches('/') == "target"));
+    assert!(ignore
+        .lines()
+        .any(|l| l.trim().trim_end_matches('/') == "target"));
 }
 
 /// The image's command, with the Dockerfile's ENV (and nothing else) is a production start:
@@ -559,8 +574,7 @@ fn every_manifest_and_the_dashboard_parse() {
                 yamls += 1;
             }
             Some("json") => {
-                serde_json::from_str::<Value>(&read(&rel))
-                    .unwrap_or_else(|e| panic!("{rel}: {e}"));
+                serde_json::from_str::<Value>(&read(&rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
             }
             _ => {}
         }
@@ -681,7 +695,9 @@ async fn exercise(gw: &TestGateway) {
 
     // A refused token (auth failure, unauthorized attempt).
     let bad = format!("ws://{}/v1?token=not-a-jwt", gw.addr);
-    assert!(tokio_tungstenite::connect_async(bad.as_str()).await.is_err());
+    assert!(tokio_tungstenite::connect_async(bad.as_str())
+        .await
+        .is_err());
     // A refused publish.
     let (st, _) = gw
         .post(
@@ -722,8 +738,10 @@ async fn exercise(gw: &TestGateway) {
     // A resume from the position before the publication: recovered, one replayed.
     let mut resumer = gw.client_at(&ack_url).await;
     resumer
-        .send(json!({"event": "subscribe", "data": {"requestId": "resume", "channels": [ch],
-                     "positions": {ch.clone(): start}}}))
+        .send(
+            json!({"event": "subscribe", "data": {"requestId": "resume", "channels": [ch],
+                     "positions": {ch.clone(): start}}}),
+        )
         .await;
     let r = resumer.reply_to("resume").await;
     assert_eq!(r["data"]["recovery"][&ch]["recovered"], true, "{r}");
@@ -1103,7 +1121,10 @@ fn kubernetes_manifests_fit_together() {
     ] {
         k.get(kind);
     }
-    assert_eq!(k.get("ServiceMonitor")["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(
+        k.get("ServiceMonitor")["apiVersion"],
+        "monitoring.coreos.com/v1"
+    );
 
     // kustomization: every manifest listed, every listed file present.
     let kust = yaml("deploy/kustomization.yaml");
@@ -1135,7 +1156,10 @@ fn kubernetes_manifests_fit_together() {
     let dep = k.get("Deployment");
     let pod = &dep["spec"]["template"];
     let pod_labels = &pod["metadata"]["labels"];
-    assert!(labels_match(&dep["spec"]["selector"]["matchLabels"], pod_labels));
+    assert!(labels_match(
+        &dep["spec"]["selector"]["matchLabels"],
+        pod_labels
+    ));
     let c = k.container();
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
@@ -1183,7 +1207,7 @@ fn kubernetes_manifests_fit_together() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| s(a))
+        .map(s)
         .skip_while(|a| *a != "--config")
         .nth(1)
         .expect("--config in args");
@@ -1207,7 +1231,10 @@ fn kubernetes_manifests_fit_together() {
     let svc_port = &svc["spec"]["ports"][0];
     assert_eq!(svc_port["targetPort"], port_name);
     let pdb = k.get("PodDisruptionBudget");
-    assert!(labels_match(&pdb["spec"]["selector"]["matchLabels"], pod_labels));
+    assert!(labels_match(
+        &pdb["spec"]["selector"]["matchLabels"],
+        pod_labels
+    ));
     let hpa = k.get("HorizontalPodAutoscaler");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], k.name("Deployment"));
@@ -1234,9 +1261,7 @@ async fn kubernetes_config_and_secret_run() {
     let store = Store::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let toml_path = dir.path().join("gateway.toml");
-    let toml = k
-        .toml()
-        .replace("nats.nats.svc.cluster.local", "127.0.0.1");
+    let toml = k.toml().replace("nats.nats.svc.cluster.local", "127.0.0.1");
     std::fs::write(&toml_path, &toml).unwrap();
 
     let mut env = Dockerfile::load().env();
@@ -1274,7 +1299,10 @@ async fn kubernetes_config_and_secret_run() {
 fn interpolation_and_toml_stripping_helpers() {
     assert_eq!(interpolate("a${X:-b}c$$"), "abc$");
     assert_eq!(
-        strip_toml_section("[a]\nx = 1\n[broker]\nurl = 1\n[ingest.jetstream]\ny = 2\n[b]\nz = 3\n", "broker"),
+        strip_toml_section(
+            "[a]\nx = 1\n[broker]\nurl = 1\n[ingest.jetstream]\ny = 2\n[b]\nz = 3\n",
+            "broker"
+        ),
         "[a]\nx = 1\n[ingest.jetstream]\ny = 2\n[b]\nz = 3\n"
     );
     assert_eq!(

@@ -61,14 +61,21 @@ pub struct NatsBroker {
 impl NatsBroker {
     /// Connects (retrying in the background when NATS is not there yet) and starts the
     /// publisher and chain-event tasks.
-    pub async fn connect(url: &str, prefix: &str, hub: Arc<Hub>, chains: Arc<Chains>) -> Result<Arc<Self>, ConnectError> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        hub: Arc<Hub>,
+        chains: Arc<Chains>,
+    ) -> Result<Arc<Self>, ConnectError> {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let client = async_nats::ConnectOptions::new()
             .name("activity-gateway")
             .retry_on_initial_connect()
             .max_reconnects(None)
             // Come back quickly after a NATS restart: wallets poll while the node is cut off.
-            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(2_000)))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((attempts as u64 * 100).min(2_000))
+            })
             .event_callback(move |event| {
                 let tx = events_tx.clone();
                 async move {
@@ -77,7 +84,10 @@ impl NatsBroker {
             })
             .connect(url)
             .await
-            .map_err(|e| ConnectError { url: url.to_owned(), message: e.to_string() })?;
+            .map_err(|e| ConnectError {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
         let (outbound, outbound_rx) = mpsc::unbounded_channel();
         let (reconnected, _) = broadcast::channel(16);
         let up = client.connection_state() == async_nats::connection::State::Connected;
@@ -99,9 +109,21 @@ impl NatsBroker {
         tokio::spawn(chain_events(broker.clone()));
         let weak = Arc::downgrade(&broker);
         tokio::spawn(async move {
-            while let Some(event) = events_rx.recv().await {
+            // Events say when the connection changes; the state poll covers what they do not
+            // report (the first connection of a client that retried its initial connect).
+            let mut poll = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                let event = tokio::select! {
+                    e = events_rx.recv() => match e { Some(e) => Some(e), None => return },
+                    _ = poll.tick() => None,
+                };
                 let Some(b) = weak.upgrade() else { return };
-                b.on_event(event);
+                match event {
+                    Some(e) => b.on_event(e),
+                    None => b.set_up(
+                        b.client.connection_state() == async_nats::connection::State::Connected,
+                    ),
+                }
             }
         });
         Ok(broker)
@@ -114,22 +136,23 @@ impl NatsBroker {
 
     fn on_event(&self, event: async_nats::Event) {
         match event {
-            async_nats::Event::Connected => {
-                if !self.up.swap(true, Ordering::AcqRel) {
-                    tracing::info!("NATS connection restored; chains follow their status again.");
-                    crate::metrics::broker_connected(true);
-                    self.chains.set_outage(false);
-                    let _ = self.reconnected.send(());
-                }
-            }
-            async_nats::Event::Disconnected => {
-                if self.up.swap(false, Ordering::AcqRel) {
-                    tracing::error!("NATS connection lost: every chain is reported down, publishing is refused until it returns.");
-                    crate::metrics::broker_connected(false);
-                    self.chains.set_outage(true);
-                }
-            }
+            async_nats::Event::Connected => self.set_up(true),
+            async_nats::Event::Disconnected => self.set_up(false),
             other => tracing::warn!(event = %other, "NATS event."),
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        if self.up.swap(up, Ordering::AcqRel) == up {
+            return;
+        }
+        crate::metrics::broker_connected(up);
+        self.chains.set_outage(!up);
+        if up {
+            tracing::info!("NATS connection established; chains follow their status again.");
+            let _ = self.reconnected.send(());
+        } else {
+            tracing::error!("NATS connection lost: every chain is reported down, publishing is refused until it returns.");
         }
     }
 
@@ -147,7 +170,9 @@ impl NatsBroker {
 
     /// Queues a publication for every node (in this node's commit order).
     pub fn publish(&self, publication: &Publication, payload: &str) {
-        let Ok(data) = RawValue::from_string(payload.to_owned()) else { return };
+        let Ok(data) = RawValue::from_string(payload.to_owned()) else {
+            return;
+        };
         let durable = publication.durable.as_ref();
         let wire = WirePublication {
             ns: match publication.namespace {
@@ -160,7 +185,9 @@ impl NatsBroker {
             data: &data,
         };
         if let Ok(bytes) = serde_json::to_vec(&wire) {
-            let _ = self.outbound.send((self.subject(&publication.key), Bytes::from(bytes)));
+            let _ = self
+                .outbound
+                .send((self.subject(&publication.key), Bytes::from(bytes)));
         }
     }
 
@@ -169,21 +196,32 @@ impl NatsBroker {
         {
             let mut last = self.last_alive.lock();
             let now = Instant::now();
-            if last.get(&id).is_some_and(|t| now.duration_since(*t) < ALIVE_EVERY) {
+            if last
+                .get(&id)
+                .is_some_and(|t| now.duration_since(*t) < ALIVE_EVERY)
+            {
                 return;
             }
             last.insert(id.clone(), now);
         }
-        self.send_chain(ChainMessage { chain: id, mode: None });
+        self.send_chain(ChainMessage {
+            chain: id,
+            mode: None,
+        });
     }
 
     pub fn chain_mode(&self, chain: &ChainId, mode: Mode) {
-        self.send_chain(ChainMessage { chain: chain.to_string(), mode: Some(mode) });
+        self.send_chain(ChainMessage {
+            chain: chain.to_string(),
+            mode: Some(mode),
+        });
     }
 
     fn send_chain(&self, msg: ChainMessage) {
         if let Ok(bytes) = serde_json::to_vec(&msg) {
-            let _ = self.outbound.send((self.chains_subject(), Bytes::from(bytes)));
+            let _ = self
+                .outbound
+                .send((self.chains_subject(), Bytes::from(bytes)));
         }
     }
 
@@ -194,7 +232,11 @@ impl NatsBroker {
             let interest = interests.entry(key.to_owned()).or_insert_with(|| {
                 let (tx, rx) = watch::channel(false);
                 let task = tokio::spawn(listen(self.clone(), key.to_owned(), tx));
-                Interest { holders: 0, ready: rx, task }
+                Interest {
+                    holders: 0,
+                    ready: rx,
+                    task,
+                }
             });
             interest.holders += 1;
             interest.ready.clone()
@@ -242,8 +284,12 @@ async fn chain_events(broker: Arc<NatsBroker>) {
             }
         };
         while let Some(msg) = sub.next().await {
-            let Ok(m) = serde_json::from_slice::<ChainMessage>(&msg.payload) else { continue };
-            let Ok(chain) = ChainId::parse(&m.chain) else { continue };
+            let Ok(m) = serde_json::from_slice::<ChainMessage>(&msg.payload) else {
+                continue;
+            };
+            let Ok(chain) = ChainId::parse(&m.chain) else {
+                continue;
+            };
             match m.mode {
                 None => broker.chains.sign_of_life(&chain),
                 Some(mode) => {
@@ -269,7 +315,10 @@ async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>
     let _ = broker.client.flush().await;
     let history = broker.history.get().cloned();
     let mut orderer: Option<Orderer<Arc<Publication>>> = None;
-    if let (Some(h), true) = (&history, key.starts_with(crate::protocol::channel::ACCOUNT_ACTIVITY)) {
+    if let (Some(h), true) = (
+        &history,
+        key.starts_with(crate::protocol::channel::ACCOUNT_ACTIVITY),
+    ) {
         if let Ok(mut top) = h.positions(std::slice::from_ref(&key)).await {
             if let Some(top) = top.pop() {
                 orderer = Some(Orderer::starting_at(top.epoch, top.offset));
@@ -333,17 +382,28 @@ async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>
 }
 
 /// Reads everything after the orderer's position from the history and releases it in order.
-async fn catch_up(hub: &Hub, history: &History, key: &str, orderer: &mut Orderer<Arc<Publication>>) {
-    let Some(epoch) = orderer.epoch().map(str::to_owned) else { return };
+async fn catch_up(
+    hub: &Hub,
+    history: &History,
+    key: &str,
+    orderer: &mut Orderer<Arc<Publication>>,
+) {
+    let Some(epoch) = orderer.epoch().map(str::to_owned) else {
+        return;
+    };
     loop {
-        let after = StreamPosition { epoch: epoch.clone(), offset: orderer.last() };
+        let after = StreamPosition {
+            epoch: epoch.clone(),
+            offset: orderer.last(),
+        };
         match history.read_after(key, &after, 1000).await {
             Ok(Recovery::Recovered { publications, more }) => {
                 let now = Instant::now();
                 let filled = publications
                     .iter()
                     .filter_map(|s| {
-                        durable_publication(&s.channel, &s.payload, &s.position, now).map(|p| (s.position.offset, Arc::new(p)))
+                        durable_publication(&s.channel, &s.payload, &s.position, now)
+                            .map(|p| (s.position.offset, Arc::new(p)))
                     })
                     .collect();
                 deliver(hub, orderer.fill(filled));

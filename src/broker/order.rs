@@ -27,7 +27,11 @@ pub struct Orderer<T> {
 
 impl<T> Default for Orderer<T> {
     fn default() -> Self {
-        Self { epoch: None, last: 0, held: BTreeMap::new() }
+        Self {
+            epoch: None,
+            last: 0,
+            held: BTreeMap::new(),
+        }
     }
 }
 
@@ -126,7 +130,10 @@ mod tests {
     fn gaps_are_filled_from_history() {
         let mut o = Orderer::starting_at("e".into(), 0);
         assert_eq!(o.arrive("e", 3, 'c'), Verdict::Gap { last: 0 });
-        assert_eq!(o.fill(vec![(1, 'a'), (2, 'b'), (3, 'c')]), vec!['a', 'b', 'c']);
+        assert_eq!(
+            o.fill(vec![(1, 'a'), (2, 'b'), (3, 'c')]),
+            vec!['a', 'b', 'c']
+        );
         assert_eq!(o.last(), 3);
         assert!(!o.has_gap());
     }

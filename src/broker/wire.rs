@@ -46,7 +46,13 @@ mod tests {
     #[test]
     fn round_trip_keeps_raw_data() {
         let data = RawValue::from_string(r#"{"a":[1,2]}"#.into()).unwrap();
-        let w = WirePublication { ns: "a".into(), channel: "c".into(), epoch: Some("e".into()), offset: Some(7), data: &data };
+        let w = WirePublication {
+            ns: "a".into(),
+            channel: "c".into(),
+            epoch: Some("e".into()),
+            offset: Some(7),
+            data: &data,
+        };
         let text = serde_json::to_string(&w).unwrap();
         let back: WirePublication = serde_json::from_str(&text).unwrap();
         assert_eq!((back.offset, back.data.get()), (Some(7), r#"{"a":[1,2]}"#));

@@ -185,7 +185,8 @@ impl Chains {
                 .entry(chain.to_string())
                 .or_insert_with(|| self.new_entry(chain.clone()));
             entry.last_seen = Some(now);
-            let up = !self.outage.load(std::sync::atomic::Ordering::Acquire) && entry.computed_up(now);
+            let up =
+                !self.outage.load(std::sync::atomic::Ordering::Acquire) && entry.computed_up(now);
             let changed = up != entry.up;
             entry.up = up;
             changed.then(|| (entry.chain.clone(), up))
@@ -202,7 +203,8 @@ impl Chains {
                 .get_mut(&chain.to_string())
                 .ok_or_else(|| UnknownChain(chain.to_string()))?;
             entry.mode = mode;
-            let up = !self.outage.load(std::sync::atomic::Ordering::Acquire) && entry.computed_up(now);
+            let up =
+                !self.outage.load(std::sync::atomic::Ordering::Acquire) && entry.computed_up(now);
             let changed = up != entry.up;
             entry.up = up;
             (
@@ -216,7 +218,8 @@ impl Chains {
 
     /// Starts or ends a broker outage: while it lasts every chain is down (wallets poll).
     pub fn set_outage(&self, outage: bool) {
-        self.outage.store(outage, std::sync::atomic::Ordering::Release);
+        self.outage
+            .store(outage, std::sync::atomic::Ordering::Release);
         self.tick();
     }
 
@@ -299,7 +302,9 @@ impl Chains {
 fn view_of(e: &Entry, now: Instant) -> ChainView {
     let ago = e.last_seen.map(|t| now.duration_since(t));
     let reason = match (e.mode, ago) {
-        _ if !e.up && e.mode != Mode::Down && e.computed_up(now) => "cluster broker unreachable".to_owned(),
+        _ if !e.up && e.mode != Mode::Down && e.computed_up(now) => {
+            "cluster broker unreachable".to_owned()
+        }
         (Mode::Up, _) => "forced up by an operator".to_owned(),
         (Mode::Down, _) => "forced down by an operator".to_owned(),
         (Mode::Auto, None) => "no heartbeat or publication seen yet".to_owned(),

@@ -69,7 +69,10 @@ pub async fn set_status(
             "body must be {{\"status\": \"up\" | \"down\" | \"auto\"}} ({e})"
         ))
     })?;
-    let view = node.chains.set_mode(&chain, body.status).map_err(|_| unknown(&chain))?;
+    let view = node
+        .chains
+        .set_mode(&chain, body.status)
+        .map_err(|_| unknown(&chain))?;
     node.broker.chain_mode(&chain, body.status);
     Ok(Json(view))
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::history::{CommitListener, Committed, StreamPosition};
 use crate::broker::Broker;
+use crate::history::{CommitListener, Committed, StreamPosition};
 use crate::hub::{Durable, Position, Publication};
 use crate::protocol::{Channel, Namespace};
 

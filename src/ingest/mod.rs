@@ -63,7 +63,9 @@ pub async fn publish(
         })
         .collect();
     if !node.broker.is_up() {
-        return Err(PublishError::Unavailable("the cluster broker (NATS) is unreachable".into()));
+        return Err(PublishError::Unavailable(
+            "the cluster broker (NATS) is unreachable".into(),
+        ));
     }
     // A publication is a sign of life of its chain as soon as it arrives.
     for item in &items {

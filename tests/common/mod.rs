@@ -41,9 +41,18 @@ pub fn bin() -> &'static str {
 impl TestGateway {
     /// Starts with the defaults below, overridden by `env`.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        let secret = format!("secret-{}", uuid::Uuid::new_v4());
-        let publisher_key = format!("pub-{}", uuid::Uuid::new_v4());
-        let admin_key = format!("adm-{}", uuid::Uuid::new_v4());
+        // Values given in `env` win, so several nodes can share keys.
+        let given = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let secret = given("GATEWAY__AUTH__HS256_SECRET")
+            .unwrap_or_else(|| format!("secret-{}", uuid::Uuid::new_v4()));
+        let publisher_key = given("GATEWAY__PUBLISH__API_KEYS")
+            .unwrap_or_else(|| format!("pub-{}", uuid::Uuid::new_v4()));
+        let admin_key = given("GATEWAY__ADMIN__API_KEYS")
+            .unwrap_or_else(|| format!("adm-{}", uuid::Uuid::new_v4()));
         let data_dir = tempfile::tempdir().expect("tempdir");
         let db = format!("sqlite://{}/gateway.db", data_dir.path().display());
         let mut cmd = Command::new(bin());

@@ -49,6 +49,7 @@ impl Proxy {
         });
         Proxy {
             addr,
+            target,
             cut,
             down,
             task,
