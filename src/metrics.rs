@@ -150,7 +150,7 @@ fn describe() {
     );
     describe_histogram!(
         "gateway_delivery_latency_seconds",
-        "Time from publish accepted to push frame written"
+        "Time from publication committed (account activity) or accepted (market data) to push frame written"
     );
     describe_counter!(
         "gateway_slow_consumer_disconnects_total",
