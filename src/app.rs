@@ -12,6 +12,7 @@ use crate::chains::Chains;
 use crate::config::Settings;
 use crate::history::History;
 use crate::hub::Hub;
+use crate::ingest::jetstream::Ingest;
 use crate::ingest::HubListener;
 use crate::node::Node;
 use crate::shutdown::Shutdown;
@@ -36,6 +37,8 @@ pub struct Gateway {
     pub node: Arc<Node>,
     pub addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    /// The JetStream consumer, when `ingest.jetstream.url` is set; stopped first on drain.
+    ingest: Option<Ingest>,
 }
 
 impl Gateway {
@@ -96,7 +99,13 @@ impl Gateway {
             settings.server.clone(),
             shutdown.stop_token(),
         ));
-        Ok(Gateway { node, addr, server })
+        let ingest = Ingest::spawn(node.clone());
+        Ok(Gateway {
+            node,
+            addr,
+            server,
+            ingest,
+        })
     }
 
     /// Drains: refuses new upgrades, closes sessions spread over the drain window, then stops.
@@ -105,6 +114,10 @@ impl Gateway {
         let window = self.node.settings.server.drain_window;
         tracing::info!(window_ms = window.as_millis() as u64, "Draining.");
         shutdown.start_drain();
+        // A draining node takes no more work from the stream: the others get it.
+        if let Some(ingest) = self.ingest {
+            ingest.stop().await;
+        }
         shutdown.sessions().close();
         if tokio::time::timeout(window + Duration::from_secs(2), shutdown.sessions().wait())
             .await

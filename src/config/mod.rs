@@ -14,6 +14,7 @@ use crate::auth::AuthConfig;
 use crate::broker::BrokerConfig;
 use crate::chains::ChainsConfig;
 use crate::history::{HistoryConfig, StorageConfig};
+use crate::ingest::jetstream::JetStreamConfig;
 use serde_helpers::string_list;
 
 /// Everything the gateway can be told.
@@ -30,6 +31,7 @@ pub struct Settings {
     pub storage: StorageConfig,
     pub broker: BrokerConfig,
     pub history: HistoryConfig,
+    pub ingest: IngestConfig,
     pub log: LogConfig,
 }
 
@@ -145,6 +147,14 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// `[ingest]`: publications from sources other than the HTTP API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// `[ingest.jetstream]`: a JetStream stream, consumed by a durable shared by all nodes.
+    pub jetstream: JetStreamConfig,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -217,6 +227,10 @@ impl Settings {
         if self.delivery.ack_timeout.is_zero() {
             return invalid("delivery.ack_timeout must be greater than 0");
         }
+        self.ingest
+            .jetstream
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

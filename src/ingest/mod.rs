@@ -4,6 +4,7 @@
 //! Account activity is appended to the history first; the hub hears of it from the history's
 //! commit listener, in commit order, so a push is never sent for a publication that is not
 //! committed. Market data is ephemeral and goes to the hub directly.
+pub mod jetstream;
 mod listener;
 pub mod validate;
 

@@ -95,7 +95,9 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
     }
 }
 
-fn validate_item(item: Value) -> Result<Validated, (&'static str, String)> {
+/// Validates one publication object `{channel, data, id?}`: the rules of the publish API, shared
+/// by every ingest path. The error is a stable code and a message saying what to fix.
+pub fn validate_item(item: Value) -> Result<Validated, (&'static str, String)> {
     let Value::Object(mut obj) = item else {
         return Err((
             "invalid_publication",
