@@ -13,7 +13,8 @@
 //!   queue, limits, subscriptions, acknowledged delivery.
 //! - [`client`]: a Rust client speaking the ack extension (tests, benchmarks, `tail`).
 //! - [`chains`]: chain health and the system notifications derived from it.
-//! - [`ingest`]: validation of publications and handing them to the hub.
+//! - [`ingest`]: validation of publications (HTTP API and the JetStream consumer), the
+//!   durable publish path and the history commit listener.
 //! - [`http`]: the axum router (WebSocket upgrade, publish, chains, health, metrics).
 //! - [`server`]: the accept loop with handshake and idle timeouts.
 //! - [`node`]: the state one process shares; [`app`]: start and drain.
