@@ -3,11 +3,11 @@
 //! and the store going down.
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use activity_gateway::client::{Client, ClientConfig, Event};
 use common::backend::Store;
+use common::exactly_once::ExactlyOnce;
 use common::proxy::Proxy;
 use common::*;
 use rand::Rng;
@@ -59,33 +59,15 @@ async fn publish_all(gw_url: impl Fn() -> String, key: &str) {
 
 /// Receives until every publication arrived once; asserts per-account order and no duplicate.
 async fn receive_all(client: &mut Client) -> usize {
-    let mut last_seq: HashMap<String, i64> = HashMap::new();
-    let mut ids = std::collections::HashSet::new();
+    let mut tally = ExactlyOnce::default();
     let mut resumes = 0;
-    while ids.len() < PUBLICATIONS {
+    while tally.count() < PUBLICATIONS {
         let event = tokio::time::timeout(Duration::from_secs(30), client.next_event())
             .await
-            .unwrap_or_else(|_| panic!("stalled after {} of {PUBLICATIONS}", ids.len()))
+            .unwrap_or_else(|_| panic!("stalled after {} of {PUBLICATIONS}", tally.count()))
             .expect("client");
         match event {
-            Event::Notification(n) => {
-                let id = n
-                    .message_id
-                    .clone()
-                    .expect("ack mode pushes carry messageId");
-                assert!(
-                    ids.insert(id.clone()),
-                    "duplicate after de-duplication: {id}"
-                );
-                let seq = n.data["seq"].as_i64().unwrap();
-                let prev = last_seq.insert(n.subscribed.clone(), seq).unwrap_or(-1);
-                assert_eq!(
-                    seq,
-                    prev + 1,
-                    "gap or reorder on {}: {prev} then {seq}",
-                    n.subscribed
-                );
-            }
+            Event::Notification(n) => tally.record(&n),
             Event::Resumed { recovered } => {
                 resumes += 1;
                 assert!(
@@ -183,28 +165,17 @@ async fn kill_and_restart(store: Store) {
     ];
     let _gw2 = TestGateway::start(&restart).await;
     // The client de-duplicates by position, so the total it hands out must be exactly all.
-    let mut ids: std::collections::HashSet<String> = received
-        .iter()
-        .filter_map(|n| n.message_id.clone())
-        .collect();
-    let mut last: HashMap<String, i64> = HashMap::new();
+    let mut tally = ExactlyOnce::default();
     for n in &received {
-        last.insert(n.subscribed.clone(), n.data["seq"].as_i64().unwrap());
+        tally.record(n);
     }
-    while ids.len() < PUBLICATIONS {
+    while tally.count() < PUBLICATIONS {
         let event = tokio::time::timeout(Duration::from_secs(30), client.next_event())
             .await
-            .unwrap_or_else(|_| panic!("stalled after {} of {PUBLICATIONS}", ids.len()))
+            .unwrap_or_else(|_| panic!("stalled after {} of {PUBLICATIONS}", tally.count()))
             .unwrap();
         if let Event::Notification(n) = event {
-            assert!(
-                ids.insert(n.message_id.clone().unwrap()),
-                "duplicate {:?}",
-                n.message_id
-            );
-            let seq = n.data["seq"].as_i64().unwrap();
-            let prev = last.insert(n.subscribed.clone(), seq).unwrap_or(-1);
-            assert_eq!(seq, prev + 1, "gap or reorder on {}", n.subscribed);
+            tally.record(&n);
         }
     }
     publisher.await.unwrap();

@@ -5,7 +5,8 @@
 //! Each test uses its own stream, durable and subject prefix, and deletes its stream at the end.
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use common::exactly_once::ExactlyOnce;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -199,8 +200,7 @@ async fn kill_9_mid_stream_delivers_every_message_once_in_order() {
     };
 
     let mut seen_n = HashSet::new();
-    let mut ids = HashSet::new();
-    let mut last_seq: HashMap<String, i64> = HashMap::new();
+    let mut tally = ExactlyOnce::default();
     let mut restarted = None;
     while seen_n.len() < MESSAGES {
         if restarted.is_none() && seen_n.len() >= 2_000 {
@@ -227,21 +227,9 @@ async fn kill_9_mid_stream_delivers_every_message_once_in_order() {
             .unwrap_or_else(|_| panic!("stalled after {} of {MESSAGES}", seen_n.len()))
             .expect("client");
         if let Event::Notification(n) = event {
-            let id = n
-                .message_id
-                .clone()
-                .expect("ack mode pushes carry messageId");
-            assert!(ids.insert(id.clone()), "duplicate push {id}");
+            tally.record(&n);
             let number = n.data["n"].as_u64().unwrap();
             assert!(seen_n.insert(number), "message n={number} ingested twice");
-            let seq = n.data["seq"].as_i64().unwrap();
-            let prev = last_seq.insert(n.subscribed.clone(), seq).unwrap_or(-1);
-            assert_eq!(
-                seq,
-                prev + 1,
-                "gap or reorder on {}: {prev} then {seq}",
-                n.subscribed
-            );
         }
     }
     publisher.await.unwrap();

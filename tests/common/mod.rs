@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod exactly_once;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
