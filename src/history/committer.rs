@@ -17,6 +17,9 @@ use super::{CommitListener, Committed, HistoryError, NewPublication};
 /// counted as unavailable; keeps `append` under its 2s bound.
 pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// Most times the committer gives way to appenders while it fills one batch.
+const MAX_YIELDS: usize = 4;
+
 /// One `append` call waiting for its batch.
 pub(crate) struct Request {
     pub pubs: Vec<NewPublication>,
@@ -67,25 +70,44 @@ impl Committer {
             };
             let mut batch = vec![first];
             let mut size = batch[0].pubs.len();
-            while size < self.max_batch {
-                match self.rx.try_recv() {
-                    // An append is never split: one that does not fit opens the next batch.
-                    Ok(r) if size + r.pubs.len() > self.max_batch => {
-                        held = Some(r);
-                        break;
-                    }
-                    Ok(r) => {
-                        size += r.pubs.len();
-                        batch.push(r);
-                    }
-                    Err(_) => break,
+            // Drain what is queued; then give way once so that appenders already woken (by
+            // the answers of the previous batch, typically) can enqueue, and drain again,
+            // for as long as that brings more. Without it, batches alternate between
+            // nearly everyone and the one appender that came late.
+            let mut rounds = 0;
+            loop {
+                let before = size;
+                held = self.drain(&mut batch, &mut size);
+                if held.is_some() || size >= self.max_batch || rounds == MAX_YIELDS {
+                    break;
                 }
+                if rounds > 0 && size == before {
+                    break;
+                }
+                rounds += 1;
+                tokio::task::yield_now().await;
             }
             self.commit(batch).await;
         }
         if let Some(w) = self.writer.take() {
             drop(w);
         }
+    }
+
+    /// Moves queued appends into `batch` until it is full; returns the append that did not
+    /// fit (it opens the next batch: an append is never split).
+    fn drain(&mut self, batch: &mut Vec<Request>, size: &mut usize) -> Option<Request> {
+        while *size < self.max_batch {
+            match self.rx.try_recv() {
+                Ok(r) if *size + r.pubs.len() > self.max_batch => return Some(r),
+                Ok(r) => {
+                    *size += r.pubs.len();
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        None
     }
 
     /// Commits one batch and answers its appenders; never fails (errors go to them).

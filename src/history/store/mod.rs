@@ -171,7 +171,8 @@ impl Store {
         on_pool!(self, p => {
             let rows = sqlx::query(
                 "SELECT stream_offset, channel, payload, published_at_ms FROM publications \
-                 WHERE stream = $1 AND stream_offset > $2 ORDER BY stream_offset LIMIT $3",
+                 WHERE stream_id = (SELECT id FROM streams WHERE stream = $1) \
+                 AND stream_offset > $2 ORDER BY stream_offset LIMIT $3",
             )
             .bind(stream)
             .bind(after)
@@ -199,17 +200,17 @@ impl Store {
         }
     }
 
-    /// Up to `limit` streams holding more than `keep` publications since their last count
-    /// trim, with the offset up to which they must be trimmed.
+    /// Up to `limit` streams (by id) holding more than `keep` publications since their last
+    /// count trim, with the offset up to which they must be trimmed.
     pub(crate) async fn trim_candidates(
         &self,
         keep: u64,
         limit: i64,
-    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         on_pool!(self, p => {
             let rows = sqlx::query(
-                "SELECT stream, last_offset - $1 FROM streams \
+                "SELECT id, last_offset - $1 FROM streams \
                  WHERE last_offset - $1 > trim_floor LIMIT $2",
             )
             .bind(keep)
@@ -217,13 +218,13 @@ impl Store {
             .fetch_all(p)
             .await?;
             rows.into_iter()
-                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+                .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
                 .collect()
         })
     }
 
-    /// Deletes each stream's publications at or below its offset.
-    pub(crate) async fn trim_count(&self, streams: &[(String, i64)]) -> Result<u64, sqlx::Error> {
+    /// Deletes each stream's (by id) publications at or below its offset.
+    pub(crate) async fn trim_count(&self, streams: &[(i64, i64)]) -> Result<u64, sqlx::Error> {
         match self {
             Store::Sqlite(p) => sqlite::trim_count(p, streams).await,
             Store::Postgres(p) => postgres::trim_count(p, streams).await,

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
@@ -76,7 +76,28 @@ pub(super) async fn commit(
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let streams = plan::sorted_streams(pubs);
 
+    // Existing streams first (the usual case: one indexed read), then the missing ones.
+    let mut states = HashMap::with_capacity(streams.len());
+    let mut ids: HashMap<String, i64> = HashMap::with_capacity(streams.len());
     for chunk in streams.chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT id, stream, epoch, last_offset FROM streams WHERE stream IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for s in chunk {
+            sep.push_bind(*s);
+        }
+        qb.push(")");
+        for row in qb.build().persistent(false).fetch_all(&mut *tx).await? {
+            read_stream(&row, &mut ids, &mut states)?;
+        }
+    }
+    let missing: Vec<&str> = streams
+        .iter()
+        .copied()
+        .filter(|s| !ids.contains_key(*s))
+        .collect();
+    for chunk in missing.chunks(CHUNK) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO streams (stream, epoch, last_offset, trim_floor, created_at_ms) ",
         );
@@ -87,50 +108,40 @@ pub(super) async fn commit(
                 .push_bind(0_i64)
                 .push_bind(now_ms);
         });
-        qb.push(" ON CONFLICT (stream) DO NOTHING");
-        qb.build().persistent(false).execute(&mut *tx).await?;
-    }
-
-    let mut states = HashMap::with_capacity(streams.len());
-    for chunk in streams.chunks(CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT stream, epoch, last_offset FROM streams WHERE stream IN (",
-        );
-        let mut sep = qb.separated(", ");
-        for s in chunk {
-            sep.push_bind(*s);
-        }
-        qb.push(")");
+        // `positions` (on another connection) cannot have created one meanwhile: this
+        // transaction holds the write lock.
+        qb.push(" RETURNING id, stream, epoch, last_offset");
         for row in qb.build().persistent(false).fetch_all(&mut *tx).await? {
-            let last: i64 = row.try_get(2)?;
-            states.insert(
-                row.try_get::<String, _>(0)?,
-                StreamState {
-                    epoch: row.try_get(1)?,
-                    last_offset: u64::try_from(last).unwrap_or(0),
-                },
-            );
+            read_stream(&row, &mut ids, &mut states)?;
         }
     }
 
     let mut existing = HashMap::new();
     for chunk in plan::keyed(pubs).chunks(CHUNK) {
         // CROSS JOIN keeps the keys as the outer loop: each is one search of the unique
-        // index, where `(stream, key) IN (VALUES ...)` scanned the whole index.
+        // index, where `(stream_id, key) IN (VALUES ...)` scanned the whole index.
         let mut qb = QueryBuilder::<Sqlite>::new("WITH k(s, key) AS (");
         qb.push_values(chunk, |mut b, (s, k)| {
-            b.push_bind(*s).push_bind(*k);
+            b.push_bind(ids.get(*s).copied().unwrap_or(-1))
+                .push_bind(*k);
         });
         qb.push(
-            ") SELECT p.stream, p.idempotency_key, p.stream_offset, p.published_at_ms, \
+            ") SELECT k.s, p.idempotency_key, p.stream_offset, p.published_at_ms, \
              p.channel, p.payload FROM k CROSS JOIN publications p \
-             ON p.stream = k.s AND p.idempotency_key = k.key \
+             ON p.stream_id = k.s AND p.idempotency_key = k.key \
              WHERE p.idempotency_key IS NOT NULL",
         );
-        for row in qb.build().persistent(false).fetch_all(&mut *tx).await? {
+        let rows = qb.build().persistent(false).fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            continue;
+        }
+        let names: HashMap<i64, &str> = ids.iter().map(|(s, id)| (*id, s.as_str())).collect();
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
             let offset: i64 = row.try_get(2)?;
+            let stream = names.get(&id).copied().unwrap_or_default().to_owned();
             existing.insert(
-                (row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?),
+                (stream, row.try_get::<String, _>(1)?),
                 Existing {
                     offset: u64::try_from(offset).unwrap_or(0),
                     published_at_ms: row.try_get(3)?,
@@ -146,11 +157,11 @@ pub(super) async fn commit(
     for chunk in planned.fresh.chunks(CHUNK) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO publications \
-             (stream, stream_offset, channel, payload, idempotency_key, published_at_ms) ",
+             (stream_id, stream_offset, channel, payload, idempotency_key, published_at_ms) ",
         );
         qb.push_values(chunk, |mut b, &i| {
             let c = &planned.results[i];
-            b.push_bind(c.stream.as_str())
+            b.push_bind(ids.get(&c.stream).copied().unwrap_or(-1))
                 .push_bind(offset_i64(c.position.offset))
                 .push_bind(c.channel.as_str())
                 .push_bind(&*c.payload)
@@ -161,16 +172,36 @@ pub(super) async fn commit(
     }
 
     for chunk in planned.tops.chunks(CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new("WITH v(stream, top) AS (");
+        let mut qb = QueryBuilder::<Sqlite>::new("WITH v(id, top) AS (");
         qb.push_values(chunk, |mut b, (s, top)| {
-            b.push_bind(s.as_str()).push_bind(offset_i64(*top));
+            b.push_bind(ids.get(s).copied().unwrap_or(-1))
+                .push_bind(offset_i64(*top));
         });
-        qb.push(") UPDATE streams SET last_offset = v.top FROM v WHERE streams.stream = v.stream");
+        qb.push(") UPDATE streams SET last_offset = v.top FROM v WHERE streams.id = v.id");
         qb.build().persistent(false).execute(&mut *tx).await?;
     }
 
     tx.commit().await?;
     Ok(planned.results)
+}
+
+/// Reads one `id, stream, epoch, last_offset` row into the batch's maps.
+fn read_stream(
+    row: &SqliteRow,
+    ids: &mut HashMap<String, i64>,
+    states: &mut HashMap<String, StreamState>,
+) -> Result<(), sqlx::Error> {
+    let stream: String = row.try_get(1)?;
+    let last: i64 = row.try_get(3)?;
+    ids.insert(stream.clone(), row.try_get(0)?);
+    states.insert(
+        stream,
+        StreamState {
+            epoch: row.try_get(2)?,
+            last_offset: u64::try_from(last).unwrap_or(0),
+        },
+    );
+    Ok(())
 }
 
 /// Deletes up to `limit` publications older than `cutoff_ms`; returns how many.
@@ -179,9 +210,12 @@ pub(super) async fn trim_age(
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
+    // Rowids grow in commit order, and so does `published_at_ms` (one writer, one clock):
+    // the old publications are a prefix of the table, found without an index on the time.
+    // Only the first `limit` rows are looked at; a row that is not old ends the prefix.
     let done = sqlx::query(
         "DELETE FROM publications WHERE rowid IN \
-         (SELECT rowid FROM publications WHERE published_at_ms < $1 LIMIT $2)",
+         (SELECT rowid FROM publications ORDER BY rowid LIMIT $2) AND published_at_ms < $1",
     )
     .bind(cutoff_ms)
     .bind(limit)
@@ -193,19 +227,19 @@ pub(super) async fn trim_age(
 /// Deletes, per stream, the publications at or below `upto` and records the new floor.
 pub(super) async fn trim_count(
     pool: &SqlitePool,
-    streams: &[(String, i64)],
+    streams: &[(i64, i64)],
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut deleted = 0;
     for (stream, upto) in streams {
         deleted +=
-            sqlx::query("DELETE FROM publications WHERE stream = $1 AND stream_offset <= $2")
+            sqlx::query("DELETE FROM publications WHERE stream_id = $1 AND stream_offset <= $2")
                 .bind(stream)
                 .bind(upto)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        sqlx::query("UPDATE streams SET trim_floor = $2 WHERE stream = $1 AND trim_floor < $2")
+        sqlx::query("UPDATE streams SET trim_floor = $2 WHERE id = $1 AND trim_floor < $2")
             .bind(stream)
             .bind(upto)
             .execute(&mut *tx)
