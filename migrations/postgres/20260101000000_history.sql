@@ -72,14 +72,6 @@ DECLARE
     v_last   BIGINT[];
     v_bad    TEXT;
 BEGIN
-    -- Missing streams only: a conflict would still draw (and waste) an identity value.
-    INSERT INTO streams AS x (stream, epoch, last_offset, trim_floor, created_at_ms)
-    SELECT t.s, t.e, 0, 0, p_now
-      FROM unnest(p_streams, p_epochs) AS t(s, e)
-     WHERE NOT EXISTS (SELECT 1 FROM streams y WHERE y.stream = t.s)
-     ORDER BY t.s COLLATE "C"
-    ON CONFLICT (stream) DO NOTHING;
-
     -- The row locks, taken in bytewise order of the stream key; the rows are read as of
     -- after each lock was granted.
     SELECT array_agg(l.id ORDER BY t.i), array_agg(l.epoch ORDER BY t.i),
@@ -89,8 +81,28 @@ BEGIN
       JOIN (SELECT y.id, y.stream, y.epoch, y.last_offset FROM streams y
              WHERE y.stream = ANY (p_streams)
              ORDER BY y.stream COLLATE "C" FOR UPDATE) AS l ON l.stream = t.s;
+
+    -- New streams (rarely): created in the same order, then everything is locked again. A
+    -- node creating the same stream meanwhile makes this wait for its commit (or, if it
+    -- waits for a lock held here, one of the two fails with a deadlock and is retried).
     IF coalesce(array_length(v_ids, 1), 0) <> array_length(p_streams, 1) THEN
-        RAISE EXCEPTION 'a stream of the batch vanished while it was locked';
+        INSERT INTO streams (stream, epoch, last_offset, trim_floor, created_at_ms)
+        SELECT t.s, t.e, 0, 0, p_now
+          FROM unnest(p_streams, p_epochs) AS t(s, e)
+         WHERE NOT EXISTS (SELECT 1 FROM streams y WHERE y.stream = t.s)
+         ORDER BY t.s COLLATE "C"
+        ON CONFLICT (stream) DO NOTHING;
+
+        SELECT array_agg(l.id ORDER BY t.i), array_agg(l.epoch ORDER BY t.i),
+               array_agg(l.last_offset ORDER BY t.i)
+          INTO v_ids, v_epochs, v_last
+          FROM unnest(p_streams) WITH ORDINALITY AS t(s, i)
+          JOIN (SELECT y.id, y.stream, y.epoch, y.last_offset FROM streams y
+                 WHERE y.stream = ANY (p_streams)
+                 ORDER BY y.stream COLLATE "C" FOR UPDATE) AS l ON l.stream = t.s;
+        IF coalesce(array_length(v_ids, 1), 0) <> array_length(p_streams, 1) THEN
+            RAISE EXCEPTION 'a stream of the batch vanished while it was locked';
+        END IF;
     END IF;
 
     RETURN QUERY
@@ -132,11 +144,14 @@ BEGIN
      ORDER BY inp.n;
 
     -- Offsets stay below 2^53 (JavaScript clients hold them exactly); raising here undoes
-    -- the whole batch.
-    SELECT y.stream INTO v_bad FROM streams y
-     WHERE y.id = ANY (v_ids) AND y.last_offset > 9007199254740991 LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'GH001', MESSAGE = v_bad;
+    -- the whole batch. Looked at only when the batch could have crossed the bound.
+    IF (SELECT max(l) FROM unnest(v_last) AS l) + array_length(p_sidx, 1) > 9007199254740991
+    THEN
+        SELECT y.stream INTO v_bad FROM streams y
+         WHERE y.id = ANY (v_ids) AND y.last_offset > 9007199254740991 LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'GH001', MESSAGE = v_bad;
+        END IF;
     END IF;
 END
 $$;

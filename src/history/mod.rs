@@ -69,7 +69,8 @@ struct Inner {
     /// Pool for reads and stream creation, which do not go through the committer.
     store: Store,
     health: Arc<Health>,
-    /// Stops the committer (after it flushed its queue), the trimmer and the probe.
+    /// Stops the committer (after it flushed its queue), the trimmer, the checkpoints and the
+    /// probe.
     shutdown: CancellationToken,
     /// Set by `close`; refuses new appends.
     closed: AtomicBool,
@@ -80,8 +81,9 @@ struct Inner {
 // === History ===
 
 impl History {
-    /// Connects to the store, runs the migrations and starts the committer, the trimmer and
-    /// the availability probe. `listener` is told about every commit, in commit order.
+    /// Connects to the store, runs the migrations and starts the committer, the trimmer, the
+    /// SQLite checkpoints and the availability probe. `listener` is told about every commit,
+    /// in commit order.
     pub async fn open(
         storage: &StorageConfig,
         cfg: &HistoryConfig,
@@ -112,6 +114,7 @@ impl History {
                 health.clone(),
                 shutdown.clone(),
             )),
+            tokio::spawn(store.clone().run_checkpoints(shutdown.clone())),
             tokio::spawn(health::run_probe(
                 store.clone(),
                 health.clone(),

@@ -11,6 +11,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Postgres, Row, Sqlite};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use super::plan::StreamState;
 use super::{Committed, HistoryError, NewPublication, StorageConfig, StreamPosition};
@@ -228,6 +230,24 @@ impl Store {
         match self {
             Store::Sqlite(p) => sqlite::trim_count(p, streams).await,
             Store::Postgres(p) => postgres::trim_count(p, streams).await,
+        }
+    }
+
+    /// Checkpoints the SQLite WAL every few milliseconds until `shutdown`, off the commit path;
+    /// returns at once for PostgreSQL, which checkpoints by itself.
+    pub(crate) async fn run_checkpoints(self, shutdown: CancellationToken) {
+        let Store::Sqlite(pool) = self else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(sqlite::CHECKPOINT_INTERVAL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = sqlite::checkpoint(&pool).await {
+                // The commits' own checkpoint (at WAL_AUTOCHECKPOINT) still bounds the WAL.
+                debug!(error = %e, "WAL checkpoint failed; retrying.");
+            }
         }
     }
 

@@ -173,10 +173,7 @@ pub(super) async fn trim_age(
 }
 
 /// Deletes, per stream, the publications at or below `upto` and records the new floor.
-pub(super) async fn trim_count(
-    pool: &PgPool,
-    streams: &[(i64, i64)],
-) -> Result<u64, sqlx::Error> {
+pub(super) async fn trim_count(pool: &PgPool, streams: &[(i64, i64)]) -> Result<u64, sqlx::Error> {
     let (ss, uu): (Vec<i64>, Vec<i64>) = streams.iter().copied().unzip();
     // Without the stream locks: appends only add higher offsets, so this cannot race them.
     let deleted = sqlx::query(
@@ -193,9 +190,9 @@ pub(super) async fn trim_count(
     sqlx::query(
         "SELECT 1 FROM streams WHERE id = ANY($1) ORDER BY stream COLLATE \"C\" FOR UPDATE",
     )
-        .bind(&ss)
-        .execute(&mut *tx)
-        .await?;
+    .bind(&ss)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "UPDATE streams SET trim_floor = t.upto \
          FROM UNNEST($1::bigint[], $2::bigint[]) AS t(s, upto) \

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -17,6 +18,12 @@ use crate::history::{Committed, HistoryError, NewPublication, StorageConfig};
 
 /// Rows per multi-row statement: well under SQLite's 32766 bound variables.
 const CHUNK: usize = 500;
+
+/// WAL pages (4 KiB) past which a commit checkpoints itself: the backstop of `checkpoint`.
+const WAL_AUTOCHECKPOINT: u32 = 16384;
+
+/// How often the background checkpoint runs.
+pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Opens (creating the directory and file if needed) the database at `cfg.url`.
 pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryError> {
@@ -34,6 +41,11 @@ pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryEr
         .synchronous(SqliteSynchronous::Normal)
         // Index pages of recent streams stay cached rather than re-read each batch.
         .pragma("cache_size", "-65536")
+        // Checkpoints (copying the WAL into the database file, then an fsync) run on their own
+        // connection (`checkpoint`), beside the committer rather than inside its commits.
+        // This bound only applies if they fall behind: then the commit that crosses it
+        // checkpoints, as SQLite does by default at 1000 pages.
+        .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(false);
     let file = opts.get_filename().to_path_buf();
@@ -247,6 +259,15 @@ pub(super) async fn trim_count(
     }
     tx.commit().await?;
     Ok(deleted)
+}
+
+/// Copies what the WAL holds into the database file without waiting for (or blocking) the
+/// committer (PASSIVE), so that the WAL is rewound rather than grown.
+pub(super) async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(pool)
+        .await
+        .map(|_| ())
 }
 
 /// Succeeds only if the database can be written: a `SELECT 1` would pass while another
