@@ -12,7 +12,7 @@
 //! - `types`: publications in and out, positions, [`Recovery`], [`CommitListener`].
 //! - `error`: [`HistoryError`].
 //! - `plan`: offset assignment and idempotency for one batch (pure, shared by the backends).
-//! - `store`: the SQLite and PostgreSQL backends behind one type.
+//! - `store`: the SQLite and PostgreSQL backends behind one type, and the SQLite checkpoints.
 //! - `committer`: group commit, and the listener call in commit order.
 //! - `trimmer`: retention by age and count.
 //! - `health`: the availability flag and the probe that restores it.
