@@ -257,8 +257,8 @@ async fn kill_9_mid_stream_delivers_every_message_once_in_order() {
     assert!(redelivered > 0.0, "the kill must catch a batch in flight");
 }
 
-/// A TCP proxy to PostgreSQL that, once armed, lets the next `COMMIT` through and then holds
-/// every reply: the transaction is committed, but the gateway never learns it.
+/// A TCP proxy to PostgreSQL that, once armed, lets the next append through and then holds
+/// every reply: the batch is committed, but the gateway never learns it.
 struct CommitTrap {
     addr: SocketAddr,
     armed: Arc<AtomicBool>,
@@ -283,13 +283,23 @@ impl CommitTrap {
                 let (mut ri, mut wi) = inbound.into_split();
                 let (mut ro, mut wo) = outbound.into_split();
                 tokio::spawn(async move {
+                    // The append is one autocommitted call of `history_append`: the first time
+                    // a connection runs it, sqlx sends its Parse (with the text) and, after
+                    // the describe round trip, a Bind + Execute. The trap springs on that
+                    // Execute: it reaches PostgreSQL (and commits), its reply does not.
+                    let mut parsed = false;
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n) = ri.read(&mut buf).await {
                         if n == 0 || wo.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
-                        if a.load(Ordering::SeqCst) && buf[..n].windows(6).any(|w| w == b"COMMIT") {
-                            s.store(true, Ordering::SeqCst);
+                        let chunk = &buf[..n];
+                        if a.load(Ordering::SeqCst) {
+                            if chunk.windows(14).any(|w| w == b"history_append") {
+                                parsed = true;
+                            } else if parsed && chunk.first() == Some(&b'B') {
+                                s.store(true, Ordering::SeqCst);
+                            }
                         }
                     }
                 });
@@ -346,7 +356,7 @@ async fn redelivery_after_a_crash_between_commit_and_ack_is_not_delivered_twice(
     .await;
     wait_until(
         Duration::from_secs(10),
-        "the COMMIT went through",
+        "the append went through",
         || async { trap.sprung.load(Ordering::SeqCst) },
     )
     .await;
