@@ -11,11 +11,15 @@ use base64::Engine;
 use common::*;
 use serde_json::{json, Value};
 
-/// The binary with an empty environment (only PATH).
+/// The binary with an empty environment (only PATH), in a fresh working directory (dev mode
+/// keeps its SQLite history under `./data`).
 fn bare() -> Command {
+    let dir = std::env::temp_dir().join(format!("gw-dev-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
     let mut cmd = Command::new(bin());
     cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir);
     cmd
 }
 
