@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub struct Target {
 struct Spawned {
     timeout: Child,
     gateway_pid: u32,
+    /// The gateway's own history database (SQLite), removed at the end.
+    data_dir: PathBuf,
 }
 
 // === Target ===
@@ -66,6 +69,7 @@ impl Drop for Target {
             }
             let _ = s.timeout.kill();
             let _ = s.timeout.wait();
+            let _ = std::fs::remove_dir_all(&s.data_dir);
         }
     }
 }
@@ -73,6 +77,11 @@ impl Drop for Target {
 fn spawn(bin: &std::path::Path, args: &TargetArgs, lifetime: Duration) -> Result<Target> {
     let secret = format!("bench-secret-{}", uuid::Uuid::new_v4());
     let publisher_key = format!("bench-pub-{}", uuid::Uuid::new_v4());
+    // A fresh history per run, so no run replays or trims another's (override with
+    // --gateway-env GATEWAY__STORAGE__URL=...).
+    let data_dir = std::env::temp_dir().join(format!("gateway-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let mut cmd = Command::new("timeout");
     cmd.args(["-s", "KILL", &format!("{}s", lifetime.as_secs().max(1))]);
     if let Some(cpus) = &args.gateway_cpus {
@@ -89,7 +98,11 @@ fn spawn(bin: &std::path::Path, args: &TargetArgs, lifetime: Duration) -> Result
             "GATEWAY__ADMIN__API_KEYS",
             format!("bench-admin-{}", uuid::Uuid::new_v4()),
         )
-        .env("GATEWAY__CHAINS__KNOWN", KNOWN_CHAINS);
+        .env("GATEWAY__CHAINS__KNOWN", KNOWN_CHAINS)
+        .env(
+            "GATEWAY__STORAGE__URL",
+            format!("sqlite://{}/gateway.db", data_dir.display()),
+        );
     for kv in &args.gateway_env {
         let Some((k, v)) = kv.split_once('=') else {
             bail!("--gateway-env takes KEY=VALUE, got {kv:?}");
@@ -119,6 +132,7 @@ fn spawn(bin: &std::path::Path, args: &TargetArgs, lifetime: Duration) -> Result
         Err(_) => {
             let _ = timeout.kill();
             let _ = timeout.wait();
+            let _ = std::fs::remove_dir_all(&data_dir);
             bail!("the gateway did not print `listening on ADDR` within 20 s");
         }
     };
@@ -133,6 +147,7 @@ fn spawn(bin: &std::path::Path, args: &TargetArgs, lifetime: Duration) -> Result
         spawned: Some(Spawned {
             timeout,
             gateway_pid,
+            data_dir,
         }),
     };
     Ok(target)
