@@ -79,9 +79,7 @@ async fn run(cli: &Cli) -> Result<Report> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         machine: Machine {
-            nproc: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(0),
+            nproc: procfs::cpus_online(),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .unwrap_or_default()
                 .trim()

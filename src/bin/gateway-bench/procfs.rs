@@ -89,6 +89,15 @@ pub fn loadavg() -> [f64; 3] {
     ]
 }
 
+/// CPUs of the machine (not of this pinned process): the `processor` lines of /proc/cpuinfo.
+pub fn cpus_online() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

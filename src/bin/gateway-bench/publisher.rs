@@ -90,14 +90,16 @@ impl Publisher {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sent: u64 = 0;
         let mut seq: u64 = 0;
-        loop {
+        // What the step should publish in total; a publication is due at the start of its
+        // slot, so a 1/s step publishes at 0 s, 1 s, ... and reaches its total in time.
+        let total = (plan.rate as f64 * plan.duration.as_secs_f64()).round() as u64;
+        // A publisher that fell behind (the gateway answers slowly) gives up at this point.
+        let give_up = plan.duration + plan.duration / 10;
+        while sent < total && started.elapsed() < give_up {
             ticker.tick().await;
-            let elapsed = started.elapsed();
-            if elapsed >= plan.duration {
-                break;
-            }
-            let due = (plan.rate as f64 * elapsed.as_secs_f64()) as u64;
-            while sent < due && started.elapsed() < plan.duration {
+            let elapsed = started.elapsed().as_secs_f64();
+            let due = ((plan.rate as f64 * elapsed).ceil() as u64).min(total);
+            while sent < due && started.elapsed() < give_up {
                 let n = (due - sent).min(plan.batch.max(1) as u64);
                 let Ok(permit) = gate.clone().acquire_owned().await else {
                     break;
