@@ -10,9 +10,9 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::delivery::AckTracker;
+use super::outbox::Receiver;
 use super::{Outbound, Outbox};
 use crate::metrics;
 
@@ -47,7 +47,7 @@ pub enum Exit {
 
 pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: UnboundedReceiver<Outbound>,
+    mut rx: Receiver,
     outbox: Outbox,
     acks: Option<AckTracker>,
 ) -> Exit {
