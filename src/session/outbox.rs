@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::hub::Publication;
 
@@ -76,6 +76,9 @@ struct Inner {
     ack_mode: bool,
     /// Cancelled when the connection is finishing, for whatever reason.
     closing: CancellationToken,
+    /// Set just before `closing` is cancelled: the check on every push and every written
+    /// frame, an atomic load where the token's own check takes a mutex.
+    finishing: AtomicBool,
 }
 
 // === Outbound ===
@@ -110,6 +113,7 @@ impl Outbox {
             overflowed: AtomicBool::new(false),
             ack_mode,
             closing: CancellationToken::new(),
+            finishing: AtomicBool::new(false),
         });
         (
             Outbox {
@@ -123,7 +127,7 @@ impl Outbox {
     /// is over its byte bound, or false when the connection is already finishing.
     pub fn push(&self, item: Outbound) -> bool {
         let inner = &*self.inner;
-        if inner.closing.is_cancelled() {
+        if inner.finishing.load(Ordering::Acquire) {
             return false;
         }
         let len = item.len(inner.ack_mode);
@@ -131,7 +135,7 @@ impl Outbox {
         if before + len > inner.max_bytes {
             inner.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             if !inner.overflowed.swap(true, Ordering::AcqRel) {
-                inner.closing.cancel();
+                inner.finish();
             }
             return false;
         }
@@ -145,7 +149,7 @@ impl Outbox {
     /// Marks the connection a slow consumer (e.g. too many unacknowledged pushes).
     pub fn overflow(&self) {
         if !self.inner.overflowed.swap(true, Ordering::AcqRel) {
-            self.inner.closing.cancel();
+            self.inner.finish();
         }
     }
 
@@ -173,16 +177,19 @@ impl Outbox {
 
     /// Marks the connection as finishing; pushes are refused from now on.
     pub fn cancel(&self) {
-        self.inner.closing.cancel();
+        self.inner.finish();
     }
 
     pub fn is_closing(&self) -> bool {
-        self.inner.closing.is_cancelled()
+        self.inner.finishing.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection is finishing.
-    pub async fn closing(&self) {
-        self.inner.closing.cancelled().await
+    ///
+    /// The future may be polled again after it resolved (it resolves again), so a writer can
+    /// create it once and select on it for every frame instead of registering anew each time.
+    pub fn closing(&self) -> WaitForCancellationFuture<'_> {
+        self.inner.closing.cancelled()
     }
 }
 
@@ -249,6 +256,11 @@ impl Drop for Receiver {
 // === Inner ===
 
 impl Inner {
+    fn finish(&self) {
+        self.finishing.store(true, Ordering::Release);
+        self.closing.cancel();
+    }
+
     /// Appends and wakes the writer; false when the writer is gone.
     fn enqueue(&self, item: Outbound) -> bool {
         {
