@@ -11,7 +11,6 @@ use activity_gateway::hub::{Hub, Publication, Subscriber};
 use activity_gateway::protocol::Namespace;
 use activity_gateway::session::{Outbound, Outbox};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 const PAYLOAD: &str = r#"{"address":"0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f","tx":{"id":"0x1cde","chain":"eip155:8453","status":"confirmed"},"updates":[]}"#;
 
@@ -31,23 +30,41 @@ fn publication(key: String) -> Arc<Publication> {
     ))
 }
 
-/// A subscriber whose queue is large enough never to overflow during a measurement.
-fn subscriber(conn: u64) -> (Subscriber, UnboundedReceiver<Outbound>) {
-    let (outbox, rx) = Outbox::new(usize::MAX / 2, false);
-    let sub = Subscriber {
+/// A subscriber whose queue is large enough never to overflow during a measurement, and the
+/// writer's end of that queue (its type is not nameable outside the crate, hence the macro).
+macro_rules! subscriber {
+    ($conn:expr) => {{
+        let (outbox, rx) = Outbox::new(usize::MAX / 2, false);
+        (with_outbox($conn, outbox), rx)
+    }};
+}
+
+/// Empties the queues at `$which` (every queue without it), as the writers would.
+macro_rules! drain {
+    ($rxs:expr) => {
+        for rx in $rxs.iter_mut() {
+            while let Ok(item) = rx.try_recv() {
+                let _: Outbound = item;
+            }
+        }
+    };
+    ($rxs:expr, $which:expr) => {
+        for &i in $which.iter() {
+            while let Ok(item) = $rxs[i as usize].try_recv() {
+                let _: Outbound = item;
+            }
+        }
+    };
+}
+
+fn with_outbox(conn: u64, outbox: Outbox) -> Subscriber {
+    Subscriber {
         conn,
         subscription_id: Arc::from(format!("sub-{conn}").as_str()),
         channel: Arc::from("account-activity.v1.eip155:0:0xd14b"),
         chain_reference: None,
         outbox,
         gate: None,
-    };
-    (sub, rx)
-}
-
-fn drain(rxs: &mut [UnboundedReceiver<Outbound>]) {
-    for rx in rxs {
-        while rx.try_recv().is_ok() {}
     }
 }
 
@@ -57,7 +74,7 @@ fn broadcast(c: &mut Criterion) {
         let hub = Hub::new();
         let mut rxs = Vec::new();
         for conn in 0..n {
-            let (sub, rx) = subscriber(conn);
+            let (sub, rx) = subscriber!(conn);
             hub.subscribe(&key(0), sub);
             rxs.push(rx);
         }
@@ -66,7 +83,7 @@ fn broadcast(c: &mut Criterion) {
         g.bench_function(format!("fan_out_{n}"), |b| {
             b.iter(|| {
                 let queued = hub.publish(&p);
-                drain(&mut rxs);
+                drain!(rxs);
                 black_box(queued)
             })
         });
@@ -79,11 +96,12 @@ fn unicast(c: &mut Criterion) {
     let hub = Hub::new();
     let mut rxs = Vec::new();
     for conn in 0..n {
-        let (sub, rx) = subscriber(conn);
+        let (sub, rx) = subscriber!(conn);
         hub.subscribe(&key(conn), sub);
         rxs.push(rx);
     }
-    let pubs: Vec<_> = (0..n).step_by(97).map(|i| publication(key(i))).collect();
+    let targets: Vec<u64> = (0..n).step_by(97).collect();
+    let pubs: Vec<_> = targets.iter().map(|&i| publication(key(i))).collect();
     let mut g = c.benchmark_group("registry/unicast");
     g.throughput(Throughput::Elements(pubs.len() as u64));
     g.bench_function("10k_keys", |b| {
@@ -92,7 +110,7 @@ fn unicast(c: &mut Criterion) {
             for p in &pubs {
                 queued += hub.publish(p);
             }
-            drain(&mut rxs);
+            drain!(rxs, targets);
             black_box(queued)
         })
     });
@@ -105,7 +123,7 @@ fn contended(c: &mut Criterion) {
     let hub = Arc::new(Hub::new());
     let mut rxs = Vec::new();
     for conn in 0..n {
-        let (sub, rx) = subscriber(conn);
+        let (sub, rx) = subscriber!(conn);
         hub.subscribe(&key(conn), sub);
         rxs.push(rx);
     }
@@ -118,7 +136,7 @@ fn contended(c: &mut Criterion) {
                 while !stop.load(Ordering::Relaxed) {
                     let conn = 1_000_000 + t * 1_000_000 + i % 1000;
                     let k = key(conn);
-                    let (sub, _rx) = subscriber(conn);
+                    let (sub, _rx) = subscriber!(conn);
                     let id = sub.subscription_id.clone();
                     let ch = sub.channel.clone();
                     hub.subscribe(&k, sub);
@@ -128,7 +146,8 @@ fn contended(c: &mut Criterion) {
             })
         })
         .collect();
-    let pubs: Vec<_> = (0..n).step_by(97).map(|i| publication(key(i))).collect();
+    let targets: Vec<u64> = (0..n).step_by(97).collect();
+    let pubs: Vec<_> = targets.iter().map(|&i| publication(key(i))).collect();
     let mut g = c.benchmark_group("registry/contended");
     g.throughput(Throughput::Elements(pubs.len() as u64));
     g.bench_function("publish_while_2_threads_subscribe", |b| {
@@ -137,7 +156,7 @@ fn contended(c: &mut Criterion) {
             for p in &pubs {
                 queued += hub.publish(p);
             }
-            drain(&mut rxs);
+            drain!(rxs, targets);
             black_box(queued)
         })
     });
