@@ -20,13 +20,20 @@ fn bench(args: &[&str]) -> Value {
         .expect("run gateway-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "gateway-bench failed\n{stdout}\n{stderr}");
-    assert!(stdout.contains("summary:"), "no readable summary:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "gateway-bench failed\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("summary:"),
+        "no readable summary:\n{stdout}"
+    );
     read_json(&json)
 }
 
 fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("report written")).expect("report is JSON")
+    serde_json::from_str(&std::fs::read_to_string(path).expect("report written"))
+        .expect("report is JSON")
 }
 
 /// Every step delivered everything the gateway accepted, with plausible latencies.
@@ -58,7 +65,17 @@ fn assert_no_loss(r: &Value, connections: u64) {
 
 #[test]
 fn unicast_delivers_everything() {
-    let r = bench(&["s1", "--connections", "300", "--rates", "200,1000", "--step", "2s", "--drain", "3s"]);
+    let r = bench(&[
+        "s1",
+        "--connections",
+        "300",
+        "--rates",
+        "200,1000",
+        "--step",
+        "2s",
+        "--drain",
+        "3s",
+    ]);
     assert_eq!(r["scenario"], "s1");
     assert_no_loss(&r, 300);
     assert_eq!(r["steps"][0]["fanout"], 1);
@@ -66,17 +83,41 @@ fn unicast_delivers_everything() {
 
 #[test]
 fn broadcast_reaches_every_connection() {
-    let r = bench(&["s2", "--connections", "200", "--rates", "5", "--step", "2s", "--drain", "3s"]);
+    let r = bench(&[
+        "s2",
+        "--connections",
+        "200",
+        "--rates",
+        "5",
+        "--step",
+        "2s",
+        "--drain",
+        "3s",
+    ]);
     assert_no_loss(&r, 200);
     assert_eq!(r["steps"][0]["fanout"], 200);
 }
 
 #[test]
 fn ack_mode_acks_what_it_receives() {
-    let r = bench(&["s5", "--connections", "100", "--rates", "200", "--step", "2s", "--drain", "3s"]);
+    let r = bench(&[
+        "s5",
+        "--connections",
+        "100",
+        "--rates",
+        "200",
+        "--step",
+        "2s",
+        "--drain",
+        "3s",
+    ]);
     assert_no_loss(&r, 100);
     let acks = r["totals"]["acks_sent"].as_u64().expect("acks_sent");
-    assert_eq!(Some(acks), r["steps"][0]["delivered"].as_u64(), "every push carries a messageId and is acked");
+    assert_eq!(
+        Some(acks),
+        r["steps"][0]["delivered"].as_u64(),
+        "every push carries a messageId and is acked"
+    );
 }
 
 #[test]

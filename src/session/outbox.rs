@@ -356,7 +356,10 @@ mod tests {
         let (outbox, mut rx) = Outbox::new(1 << 20, false);
         outbox.close(1000, "bye");
         drop(outbox);
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Close { code: 1000, .. })));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Outbound::Close { code: 1000, .. })
+        ));
         assert_eq!(rx.try_recv().err(), Some(TryRecvError::Disconnected));
     }
 }
