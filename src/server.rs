@@ -17,6 +17,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 
+/// Accept queue length asked of the kernel (which caps it at `net.core.somaxconn`).
+const ACCEPT_BACKLOG: i32 = 4096;
+
 /// Serves `router` on `listener` until `stop` is cancelled, then lets HTTP requests in flight
 /// finish (upgraded WebSocket sessions are drained by the node, not here).
 pub async fn serve(
@@ -25,6 +28,12 @@ pub async fn serve(
     config: ServerConfig,
     stop: CancellationToken,
 ) {
+    // tokio (through mio) listens with a backlog of 128: a reconnect storm overflows that
+    // accept queue, and each dropped SYN costs its client a 1 s retransmission. Listening
+    // again on the same socket only changes the backlog, at once.
+    if let Err(e) = socket2::SockRef::from(&listener).listen(ACCEPT_BACKLOG) {
+        tracing::warn!(error = %e, "Cannot raise the accept backlog; connect storms may stall.");
+    }
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     loop {

@@ -10,9 +10,9 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::delivery::AckTracker;
+use super::outbox::Receiver;
 use super::{Outbound, Outbox};
 use crate::metrics;
 
@@ -47,14 +47,17 @@ pub enum Exit {
 
 pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: UnboundedReceiver<Outbound>,
+    mut rx: Receiver,
     outbox: Outbox,
     acks: Option<AckTracker>,
 ) -> Exit {
+    // One registration for the connection's life, not one per frame (see `Outbox::closing`).
+    let closing = outbox.closing();
+    tokio::pin!(closing);
     let exit = loop {
         let first = tokio::select! {
             biased;
-            _ = outbox.closing() => break if outbox.overflowed() { Exit::SlowConsumer } else { Exit::Gone },
+            _ = &mut closing => break if outbox.overflowed() { Exit::SlowConsumer } else { Exit::Gone },
             item = rx.recv() => match item { Some(i) => i, None => break Exit::Gone },
         };
         let mut item = Some(first);
@@ -74,7 +77,7 @@ pub async fn run(
                     // full; the overflow signal must still get through.
                     let fed_ok = tokio::select! {
                         r = feed(&mut sink, other, &outbox, acks.as_ref()) => r.is_ok(),
-                        _ = outbox.closing() => false,
+                        _ = &mut closing => false,
                     };
                     if !fed_ok {
                         if outbox.overflowed() {
@@ -95,7 +98,7 @@ pub async fn run(
         }
         let flushed = tokio::select! {
             r = sink.flush() => r.is_ok(),
-            _ = outbox.closing() => false,
+            _ = &mut closing => false,
         };
         if let Some((code, reason)) = closed {
             if flushed {
