@@ -69,7 +69,7 @@ impl Default for ServerConfig {
             drain_window: Duration::from_secs(10),
             max_message_bytes: 64 * 1024,
             max_queue_bytes: 1024 * 1024,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 4096,
             max_connections: 100_000,
         }

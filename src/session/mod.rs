@@ -14,7 +14,7 @@ mod subscriptions;
 pub mod writer;
 
 pub use delivery::AckTracker;
-pub use outbox::{Outbound, Outbox};
+pub use outbox::{Outbound, Outbox, Receiver};
 pub use writer::close;
 
 use std::sync::Arc;
@@ -115,7 +115,9 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
             frame = stream.next() => match frame {
                 Some(Ok(msg)) => {
                     session.last_seen = Instant::now();
-                    if let Some(stop) = session.on_frame(msg).await {
+                    // Boxed: a subscribe's future (history reads, broker interest) is large, and
+                    // held inline it would sit in every idle connection's task (BENCHMARKS.md, S3).
+                    if let Some(stop) = Box::pin(session.on_frame(msg)).await {
                         break stop;
                     }
                 }
