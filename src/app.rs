@@ -45,6 +45,7 @@ impl Gateway {
     /// Builds the node and binds the listener.
     pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         let handle = metrics::install().map_err(StartError::Metrics)?;
+        metrics::spawn_upkeep(handle.clone());
         let settings = Arc::new(settings);
         let verifier =
             Verifier::new(&settings.auth).map_err(|e| StartError::Config(format!("auth: {e}")))?;

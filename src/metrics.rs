@@ -36,6 +36,21 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(Metrics::register)
 }
 
+/// How often histogram samples are folded into their buckets. The exporter keeps raw samples
+/// until then: without this upkeep, memory grows with every delivery between two scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds buffered histogram samples into buckets every few seconds, for the life of the process.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 /// Installs the Prometheus recorder once per process and returns its render handle.
 pub fn install() -> Result<PrometheusHandle, String> {
     if let Some(h) = HANDLE.get() {

@@ -15,6 +15,9 @@ pub struct StorageConfig {
     pub url: String,
     /// Size of the connection pool (the committer holds one connection of it).
     pub max_connections: u32,
+    /// SQLite only: page cache per connection, in MiB. It fills as the database grows and then
+    /// stays there, so the history's memory is bounded by this × the connections in use.
+    pub sqlite_cache_mib: u32,
 }
 
 /// How the history is kept and written.
@@ -40,6 +43,7 @@ impl Default for StorageConfig {
         Self {
             url: "sqlite://data/gateway.db".to_owned(),
             max_connections: 8,
+            sqlite_cache_mib: 16,
         }
     }
 }

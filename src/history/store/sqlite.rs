@@ -40,7 +40,10 @@ pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryEr
         // again in the same epoch). The trade buys commits without an fsync each.
         .synchronous(SqliteSynchronous::Normal)
         // Index pages of recent streams stay cached rather than re-read each batch.
-        .pragma("cache_size", "-65536")
+        .pragma(
+            "cache_size",
+            format!("-{}", u64::from(cfg.sqlite_cache_mib) * 1024),
+        )
         // Checkpoints (copying the WAL into the database file, then an fsync) run on their own
         // connection (`checkpoint`), beside the committer rather than inside its commits.
         // This bound only applies if they fall behind: then the commit that crosses it
