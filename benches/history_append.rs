@@ -88,6 +88,7 @@ async fn run(args: Args) {
             StorageConfig {
                 url: format!("postgres://postgres@127.0.0.1:5432/{db}"),
                 max_connections: 8,
+                ..StorageConfig::default()
             }
         }
         _ => StorageConfig {

@@ -93,6 +93,7 @@ async fn open_fails_cleanly_when_the_store_is_unreachable() {
     let storage = activity_gateway::history::StorageConfig {
         url: format!("postgres://gw:s3cret@{}/nope", proxy.addr),
         max_connections: 2,
+        ..activity_gateway::history::StorageConfig::default()
     };
     let err = History::open(
         &storage,
@@ -108,6 +109,7 @@ async fn open_fails_cleanly_when_the_store_is_unreachable() {
     let bad = activity_gateway::history::StorageConfig {
         url: "mysql://x/y".to_owned(),
         max_connections: 2,
+        ..activity_gateway::history::StorageConfig::default()
     };
     let err = History::open(&bad, &quiet_cfg(), std::sync::Arc::new(Recorder::default()))
         .await

@@ -69,6 +69,7 @@ impl TestStore {
                     storage: StorageConfig {
                         url: format!("sqlite://{}", path.display()),
                         max_connections: 4,
+                        ..StorageConfig::default()
                     },
                     db: None,
                     _dir: Some(dir),
@@ -87,6 +88,7 @@ impl TestStore {
                     storage: StorageConfig {
                         url: format!("postgres://postgres@127.0.0.1:5432/{db}"),
                         max_connections: 4,
+                        ..StorageConfig::default()
                     },
                     db: Some(db),
                     _dir: None,
@@ -101,6 +103,7 @@ impl TestStore {
         StorageConfig {
             url: format!("postgres://postgres@{}/{db}", proxy.addr),
             max_connections: 4,
+            ..StorageConfig::default()
         }
     }
 
