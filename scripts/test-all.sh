@@ -8,5 +8,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 cargo build --bins
-cargo test --all-targets -- --test-threads=2
+# Two test threads (the machine has two cores); an env var, because the criterion benches
+# that --all-targets includes take no libtest flags.
+RUST_TEST_THREADS=2 cargo test --all-targets
 GATEWAY_BIN="$PWD/target/debug/activity-gateway" bash tests/compat/run.sh
