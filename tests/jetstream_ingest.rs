@@ -455,7 +455,9 @@ async fn malformed_messages_are_counted_terminated_and_do_not_block() {
         Duration::from_secs(10),
     )
     .await;
-    assert_eq!(gw.metric(&ingest_series("accepted")).await, 1.0);
+    // Counted once its ack is sent, which may be after the push reached the client.
+    gw.wait_metric(&ingest_series("accepted"), 1.0, Duration::from_secs(10))
+        .await;
     let info = js.wait_drained().await;
     assert_eq!(info.ack_floor.stream_sequence, bad.len() as u64 + 1);
     assert_eq!(info.num_redelivered, 0, "terminated, not redelivered");
