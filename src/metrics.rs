@@ -94,9 +94,6 @@ impl Metrics {
         }
     }
 
-    /// Counted when queued for fan-out (the per-publication total, not per frame).
-    pub fn fanned_out(&self, _ns: Namespace, _n: usize) {}
-
     /// One frame written to a client.
     pub fn delivered(&self, ns: Namespace, latency: Duration) {
         match ns {

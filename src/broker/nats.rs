@@ -257,11 +257,6 @@ impl NatsBroker {
             }
         }
     }
-
-    /// Keys this node listens to (for tests and metrics).
-    pub fn interest_count(&self) -> usize {
-        self.interests.lock().len()
-    }
 }
 
 /// Sends queued publications and chain events in order.

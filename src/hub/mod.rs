@@ -13,8 +13,6 @@ pub use registry::{ConnId, Registry, Subscriber};
 
 use std::sync::Arc;
 
-use crate::metrics;
-
 /// Local subscriptions and fan-out.
 #[derive(Default)]
 pub struct Hub {
@@ -36,12 +34,6 @@ impl Hub {
 
     /// Queues the publication for every matching local subscriber. Never blocks.
     pub fn publish(&self, publication: &Arc<Publication>) -> usize {
-        let n = self.registry.fan_out(publication);
-        metrics::get().fanned_out(publication.namespace, n);
-        n
-    }
-
-    pub fn active_keys(&self) -> usize {
-        self.registry.key_count()
+        self.registry.fan_out(publication)
     }
 }

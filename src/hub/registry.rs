@@ -57,37 +57,28 @@ impl Registry {
         &self.shards[h % SHARDS]
     }
 
-    /// Adds a subscriber. Returns true when this is the key's first subscriber on this node
-    /// (the moment to start listening for the key on a cluster broker).
-    pub fn insert(&self, key: &str, sub: Subscriber) -> bool {
+    /// Adds a subscriber. (Broker interest is counted by the broker itself, per holder.)
+    pub fn insert(&self, key: &str, sub: Subscriber) {
         let mut shard = self.shard(key).write();
         match shard.get_mut(key) {
-            Some(list) => {
-                list.push(sub);
-                false
-            }
+            Some(list) => list.push(sub),
             None => {
                 shard.insert(key.to_owned(), vec![sub]);
-                true
             }
         }
     }
 
-    /// Removes one connection's subscription from a key. Returns true when the key has no
-    /// subscriber left on this node.
-    pub fn remove(&self, key: &str, conn: ConnId, subscription_id: &str, channel: &str) -> bool {
+    /// Removes one connection's subscription from a key; drops the key when it is empty.
+    pub fn remove(&self, key: &str, conn: ConnId, subscription_id: &str, channel: &str) {
         let mut shard = self.shard(key).write();
         let Some(list) = shard.get_mut(key) else {
-            return false;
+            return;
         };
         list.retain(|s| {
             !(s.conn == conn && &*s.subscription_id == subscription_id && &*s.channel == channel)
         });
         if list.is_empty() {
             shard.remove(key);
-            true
-        } else {
-            false
         }
     }
 
@@ -123,10 +114,5 @@ impl Registry {
             }
         }
         queued
-    }
-
-    /// Number of keys with at least one subscriber.
-    pub fn key_count(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
     }
 }

@@ -66,7 +66,6 @@ impl AckTracker {
         publication: &Arc<Publication>,
         subscription_id: &Arc<str>,
         channel: &Arc<str>,
-        _redelivered: bool,
     ) {
         let Some(durable) = &publication.durable else {
             return;

@@ -153,7 +153,7 @@ async fn feed(
             if r.is_ok() {
                 metrics::get().delivered(publication.namespace, publication.accepted_at.elapsed());
                 if let Some(t) = acks {
-                    t.sent(&publication, &subscription_id, &channel, redelivered);
+                    t.sent(&publication, &subscription_id, &channel);
                     if t.over_limit() {
                         metrics::delivery_failure("unacked_overflow");
                         outbox.overflow();
