@@ -111,17 +111,9 @@ impl Js {
 impl Drop for Js {
     fn drop(&mut self) {
         let (js, stream) = (self.js.clone(), self.stream.clone());
-        // Best effort, on a thread of its own: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let _ = js.delete_stream(&stream).await;
-            });
-        })
-        .join();
+        block_on_detached(async move {
+            let _ = js.delete_stream(&stream).await;
+        });
     }
 }
 

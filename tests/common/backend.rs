@@ -49,22 +49,12 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if let Some(name) = self.pg_db.take() {
-            // Best effort, on a thread of its own: Drop cannot await.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(mut admin) = sqlx::PgConnection::connect(PG_ADMIN).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut admin)
-                                .await;
-                    }
-                });
-            })
-            .join();
+            super::block_on_detached(async move {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(PG_ADMIN).await {
+                    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(&drop_db).execute(&mut admin).await;
+                }
+            });
         }
     }
 }

@@ -324,6 +324,23 @@ pub fn without_ts(mut m: Value) -> Value {
     m
 }
 
+/// Runs cleanup from a `Drop` (which cannot await): on a thread of its own with a small
+/// runtime, waiting for it to finish. Best effort.
+pub fn block_on_detached<F>(cleanup: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
+}
+
 pub fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
