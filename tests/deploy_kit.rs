@@ -33,8 +33,7 @@ use serde_json::{json, Value};
 
 /// Metrics that the dashboard and the alerts use but that a single node without NATS does not
 /// export: added by the cluster work (NATS broker and JetStream ingest, issue 4).
-/// `gateway_broker_connected` is checked on the compose replicas, which run with the broker;
-/// `gateway_ingest_messages_total` is not exported yet (the test says when it appears).
+/// Both are checked on the compose replicas, which run with the broker and JetStream ingest.
 const PENDING_METRICS: &[&str] = &["gateway_broker_connected", "gateway_ingest_messages_total"];
 
 /// Configuration sections added by the cluster work: a binary that does not know them yet
@@ -1039,12 +1038,10 @@ async fn compose_replicas_run_with_their_environment() {
                 text.lines().any(|l| l == "gateway_broker_connected 1"),
                 "{what}: no `gateway_broker_connected 1` in /metrics"
             );
-            let names = exported(&text);
-            if names.contains("gateway_ingest_messages_total") {
-                eprintln!(
-                    "NOTE: gateway_ingest_messages_total now exists: drop it from PENDING_METRICS"
-                );
-            }
+            assert!(
+                exported(&text).contains("gateway_ingest_messages_total"),
+                "{what}: JetStream ingest is configured but its metric is not exported"
+            );
         }
     }
     for (what, p, _) in procs {

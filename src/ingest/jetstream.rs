@@ -607,6 +607,11 @@ fn describe_metrics() {
         "gateway_ingest_redeliveries_total",
         "JetStream messages received again (not acknowledged in time, nak'd, or a node crashed)"
     );
+    // Exported at 0 from the start, so dashboards and alerts see the series before traffic.
+    for result in ["accepted", "duplicate", "malformed", "retried"] {
+        metrics::counter!("gateway_ingest_messages_total", "result" => result).absolute(0);
+    }
+    metrics::counter!("gateway_ingest_redeliveries_total").absolute(0);
 }
 
 #[cfg(test)]
