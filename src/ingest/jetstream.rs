@@ -34,12 +34,12 @@ use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, AckKind, Message};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::serde_helpers::string_list;
-use crate::ingest::{self, validate::validate_item, PublishError, Validated};
+use crate::ingest::{self, validate::validate_parts, PublishError, Validated};
 use crate::node::Node;
 use crate::protocol::caip::ChainId;
 
@@ -535,7 +535,7 @@ impl Consumer {
             Ok(Subject::Activity { channel }) => channel,
             Err(reason) => return malformed("invalid_subject", reason),
         };
-        let data: Value = match serde_json::from_slice(&h.msg.payload) {
+        let data: &RawValue = match serde_json::from_slice(&h.msg.payload) {
             Ok(v) => v,
             Err(e) => return malformed("invalid_json", format!("the body is not JSON ({e})")),
         };
@@ -547,7 +547,7 @@ impl Consumer {
             .map(|v| v.as_str().to_owned())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("js:{}:{}", self.config.stream, h.seq));
-        match validate_item(json!({"channel": channel, "data": data, "id": id})) {
+        match validate_parts(channel, Some(id), data) {
             Ok(v) => Kind::Publication(v),
             Err((code, reason)) => malformed(code, reason),
         }

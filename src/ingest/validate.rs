@@ -3,8 +3,11 @@
 //! Every item is checked before anything is delivered; the rejection lists every invalid item
 //! with its index, a stable code and a message saying what to fix.
 
-use serde::Serialize;
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 use crate::protocol::caip::normalize_address;
 use crate::protocol::{Channel, ChannelError, Namespace};
@@ -18,7 +21,7 @@ pub struct Validated {
     pub channel: Channel,
     /// Canonical channel text (normalised address, concrete chain).
     pub canonical: String,
-    /// Compact JSON text of `data`.
+    /// The JSON text of `data` as the publisher sent it (not re-serialised).
     pub payload: String,
     /// The publisher's idempotency key.
     pub id: Option<String>,
@@ -41,29 +44,48 @@ pub enum Rejection {
     Items(Vec<ItemError>),
 }
 
+/// An object's members, borrowed from the body: no value is parsed into a tree, and `data`
+/// is passed on as the text it was sent as (the hot path of the publish API).
+type Members<'a> = BTreeMap<&'a str, &'a RawValue>;
+
+/// What validation needs to see inside `data`; every other member is skipped unparsed.
+#[derive(Deserialize)]
+struct DataProbe<'a> {
+    #[serde(rename = "requestId", default, deserialize_with = "present")]
+    request_id: bool,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    address: Option<&'a RawValue>,
+}
+
+/// True for a member that is there at all, whatever its value (`null` included).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// `Some` for a member that is there, `null` included (an `Option` would read `null` as absent).
+fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 /// Parses and validates a request body.
 pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejection> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let whole: &RawValue = serde_json::from_slice(body).map_err(|e| {
         Rejection::Body(format!("body is not valid JSON ({e}); send {{\"channel\",\"data\"}} or {{\"publications\":[…]}}"))
     })?;
-    let items: Vec<Value> = match value {
-        Value::Object(mut obj) if obj.contains_key("publications") => {
-            match obj.remove("publications") {
-                Some(Value::Array(items)) => items,
-                _ => {
-                    return Err(Rejection::Body(
-                        "\"publications\" must be an array of {channel, data} objects".into(),
-                    ))
-                }
-            }
-        }
-        Value::Object(_) => vec![value],
-        _ => {
-            return Err(Rejection::Body(
-                "body must be a JSON object: {\"channel\",\"data\"} or {\"publications\":[…]}"
-                    .into(),
-            ))
-        }
+    let not_object = || {
+        Rejection::Body(
+            "body must be a JSON object: {\"channel\",\"data\"} or {\"publications\":[…]}".into(),
+        )
+    };
+    if !whole.get().starts_with('{') {
+        return Err(not_object());
+    }
+    let members: Members<'_> = serde_json::from_str(whole.get()).map_err(|_| not_object())?;
+    let items: Vec<&RawValue> = match members.get("publications") {
+        Some(list) => serde_json::from_str(list.get()).map_err(|_| {
+            Rejection::Body("\"publications\" must be an array of {channel, data} objects".into())
+        })?,
+        None => vec![whole],
     };
     if items.is_empty() {
         return Err(Rejection::Body(
@@ -95,45 +117,72 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
     }
 }
 
-/// Validates one publication object `{channel, data, id?}`: the rules of the publish API, shared
-/// by every ingest path. The error is a stable code and a message saying what to fix.
-pub fn validate_item(item: Value) -> Result<Validated, (&'static str, String)> {
-    let Value::Object(mut obj) = item else {
-        return Err((
+/// Validates one publication object `{channel, data, id?}` of the publish API.
+pub fn validate_item(item: &RawValue) -> Result<Validated, (&'static str, String)> {
+    let invalid = || {
+        (
             "invalid_publication",
-            "a publication must be an object {channel, data}".into(),
-        ));
+            "a publication must be an object {channel, data}".to_owned(),
+        )
     };
-    if let Some(k) = obj
+    if !item.get().starts_with('{') {
+        return Err(invalid());
+    }
+    let members: Members<'_> = serde_json::from_str(item.get()).map_err(|_| invalid())?;
+    if let Some(k) = members
         .keys()
-        .find(|k| !matches!(k.as_str(), "channel" | "data" | "id"))
+        .find(|k| !matches!(**k, "channel" | "data" | "id"))
     {
         return Err((
             "invalid_publication",
             format!("unknown field \"{k}\"; a publication has channel, data and optional id"),
         ));
     }
-    let Some(Value::String(channel_text)) = obj.remove("channel") else {
-        return Err(("invalid_channel", "\"channel\" must be a string".into()));
+    let channel = members
+        .get("channel")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .ok_or(("invalid_channel", "\"channel\" must be a string".to_owned()))?;
+    let id = match members.get("id").map(|raw| raw.get()) {
+        None | Some("null") => None,
+        Some(raw) => match serde_json::from_str::<String>(raw) {
+            Ok(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s),
+            _ => {
+                return Err((
+                    "invalid_id",
+                    format!("\"id\" must be a non-empty string of at most {MAX_ID_LEN} characters"),
+                ))
+            }
+        },
     };
+    let data = members
+        .get("data")
+        .copied()
+        .ok_or(("invalid_data", "\"data\" must be a JSON object".to_owned()))?;
+    validate_parts(channel, id, data)
+}
+
+/// The rules of the publish API for one publication, shared by every ingest path. The error
+/// is a stable code and a message saying what to fix.
+pub fn validate_parts(
+    channel_text: String,
+    id: Option<String>,
+    data: &RawValue,
+) -> Result<Validated, (&'static str, String)> {
     let channel = Channel::parse(&channel_text).map_err(|e| match e {
         ChannelError::Reserved => ("reserved_channel", e.to_string()),
         _ => ("invalid_channel", e.to_string()),
     })?;
-    let id = match obj.remove("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s),
-        Some(_) => {
-            return Err((
-                "invalid_id",
-                format!("\"id\" must be a non-empty string of at most {MAX_ID_LEN} characters"),
-            ))
-        }
-    };
-    let Some(Value::Object(data)) = obj.remove("data") else {
-        return Err(("invalid_data", "\"data\" must be a JSON object".into()));
-    };
-    if data.contains_key("requestId") {
+    let not_object = || ("invalid_data", "\"data\" must be a JSON object".to_owned());
+    if !data.get().starts_with('{') {
+        return Err(not_object());
+    }
+    let probe: DataProbe<'_> = serde_json::from_str(data.get()).map_err(|e| {
+        (
+            "invalid_data",
+            format!("\"data\" must be a JSON object with each member once ({e})"),
+        )
+    })?;
+    if probe.request_id {
         return Err(("reserved_field", "data must not contain \"requestId\": clients would take the push for a reply and drop it".into()));
     }
     let canonical = match &channel {
@@ -141,11 +190,11 @@ pub fn validate_item(item: Value) -> Result<Validated, (&'static str, String)> {
             if a.account.chain.is_wildcard() {
                 return Err(("wildcard_chain", "account-activity publications must name a concrete chain (e.g. eip155:8453), not 0".into()));
             }
-            if let Some(addr) = data.get("address") {
+            if let Some(addr) = probe.address {
                 let ns = a.account.chain.namespace();
-                let same = addr
-                    .as_str()
-                    .and_then(|s| normalize_address(ns, s).ok())
+                let same = serde_json::from_str::<String>(addr.get())
+                    .ok()
+                    .and_then(|s| normalize_address(ns, &s).ok())
                     .is_some_and(|s| s == a.account.address);
                 if !same {
                     return Err(("address_mismatch", "data.address names another account than the channel: a wallet would show it as its own activity".into()));
@@ -155,11 +204,10 @@ pub fn validate_item(item: Value) -> Result<Validated, (&'static str, String)> {
         }
         Channel::MarketData(_) => channel_text,
     };
-    let payload = Value::Object(data).to_string();
     Ok(Validated {
         channel,
         canonical,
-        payload,
+        payload: data.get().to_owned(),
         id,
     })
 }
@@ -208,6 +256,33 @@ mod tests {
                 (5, "reserved_field")
             ]
         );
+    }
+
+    #[test]
+    fn data_is_passed_on_as_sent_and_probed_without_parsing_it_into_a_tree() {
+        let body = format!(r#"{{"channel":"{CH}","data":{{"z":1, "a":[{{"requestId":1}}]}}}}"#);
+        let v = validate(body.as_bytes(), 10).unwrap();
+        // Key order and spacing as the publisher wrote them; a nested requestId is no reply.
+        assert_eq!(v[0].payload, r#"{"z":1, "a":[{"requestId":1}]}"#);
+        let code = |data: &str| match validate(
+            format!(r#"{{"channel":"{CH}","data":{data}}}"#).as_bytes(),
+            10,
+        ) {
+            Err(Rejection::Items(e)) => e[0].code,
+            Ok(_) => "ok",
+            Err(Rejection::Body(_)) => "body",
+        };
+        assert_eq!(code(r#"{"requestId":null}"#), "reserved_field");
+        assert_eq!(code(r#"{"address":null}"#), "address_mismatch");
+        assert_eq!(
+            code(r#"{"address":"0xD14B2B8D5E5F1C3C1A4D6B7C9E0F1A2B3C4D5E6F"}"#),
+            "ok"
+        );
+        assert_eq!(
+            code(r#"{"address":"0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f","address":"0x1"}"#),
+            "invalid_data"
+        );
+        assert_eq!(code(r#""text""#), "invalid_data");
     }
 
     #[test]
