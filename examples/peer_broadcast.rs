@@ -60,7 +60,10 @@ async fn main() -> std::io::Result<()> {
     axum::serve(listener, app).await
 }
 
-async fn upgrade(ws: WebSocketUpgrade, State(tx): State<broadcast::Sender<Utf8Bytes>>) -> impl IntoResponse {
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(tx): State<broadcast::Sender<Utf8Bytes>>,
+) -> impl IntoResponse {
     ws.read_buffer_size(4096)
         .on_upgrade(move |socket| connection(socket, tx.subscribe()))
 }
@@ -68,7 +71,9 @@ async fn upgrade(ws: WebSocketUpgrade, State(tx): State<broadcast::Sender<Utf8By
 async fn connection(socket: WebSocket, mut rx: broadcast::Receiver<Utf8Bytes>) {
     let (mut sink, mut stream) = socket.split();
     if sink
-        .send(Message::Text(r#"{"event":"session-created","data":{}}"#.into()))
+        .send(Message::Text(
+            r#"{"event":"session-created","data":{}}"#.into(),
+        ))
         .await
         .is_err()
     {
@@ -108,7 +113,10 @@ async fn publish(
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
     let Ok(batch) = serde_json::from_slice::<Batch<'_>>(&body) else {
-        return (axum::http::StatusCode::BAD_REQUEST, Json(serde_json::json!({"accepted": 0})));
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"accepted": 0})),
+        );
     };
     let n = batch.publications.len();
     for p in batch.publications {
@@ -119,7 +127,10 @@ async fn publish(
         );
         let _ = tx.send(frame.into());
     }
-    (axum::http::StatusCode::OK, Json(serde_json::json!({"accepted": n})))
+    (
+        axum::http::StatusCode::OK,
+        Json(serde_json::json!({"accepted": n})),
+    )
 }
 
 fn request_id(text: &str) -> Option<&str> {

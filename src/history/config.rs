@@ -15,8 +15,9 @@ pub struct StorageConfig {
     pub url: String,
     /// Size of the connection pool (the committer holds one connection of it).
     pub max_connections: u32,
-    /// SQLite only: page cache per connection, in MiB. It fills as the database grows and then
-    /// stays there, so the history's memory is bounded by this × the connections in use.
+    /// SQLite only: page cache of one connection, in MiB; the memory SQLite holds in the whole
+    /// process (every connection's cache together) is kept near twice this with its
+    /// process-wide `soft_heap_limit`, however many pool connections have run a query.
     pub sqlite_cache_mib: u32,
 }
 

@@ -44,6 +44,14 @@ pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryEr
             "cache_size",
             format!("-{}", u64::from(cfg.sqlite_cache_mib) * 1024),
         )
+        // The caches of all connections together: without it, each pool connection that ever
+        // ran a query keeps its own cache full, and RSS creeps up for as long as new
+        // connections get used (BENCHMARKS.md, "Memory over time"). The limit is
+        // process-wide; setting it on every connection sets the same value.
+        .pragma(
+            "soft_heap_limit",
+            (u64::from(cfg.sqlite_cache_mib) * 2 * 1024 * 1024).to_string(),
+        )
         // Checkpoints (copying the WAL into the database file, then an fsync) run on their own
         // connection (`checkpoint`), beside the committer rather than inside its commits.
         // This bound only applies if they fall behind: then the commit that crosses it
@@ -195,7 +203,9 @@ pub(super) async fn commit(
             b.push_bind(ids.get(s).copied().unwrap_or(-1))
                 .push_bind(offset_i64(*top));
         });
-        qb.push(") UPDATE OR ROLLBACK streams SET last_offset = v.top FROM v WHERE streams.id = v.id");
+        qb.push(
+            ") UPDATE OR ROLLBACK streams SET last_offset = v.top FROM v WHERE streams.id = v.id",
+        );
         qb.build().persistent(false).execute(&mut *tx).await?;
     }
 
