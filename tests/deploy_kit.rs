@@ -36,10 +36,6 @@ use serde_json::{json, Value};
 /// Both are checked on the compose replicas, which run with the broker and JetStream ingest.
 const PENDING_METRICS: &[&str] = &["gateway_broker_connected", "gateway_ingest_messages_total"];
 
-/// Configuration sections added by the cluster work: a binary that does not know them yet
-/// refuses them as unknown fields; the runs below then retry without them and say so.
-const PENDING_SECTIONS: &[&str] = &["broker", "ingest"];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -280,68 +276,6 @@ fn spawn(args: &[String], env: &BTreeMap<String, String>) -> Result<Proc, String
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The section of the cluster work that a binary refused as unknown, if that is why it failed.
-fn refused_pending_section(stderr: &str) -> Option<&'static str> {
-    PENDING_SECTIONS
-        .iter()
-        .copied()
-        .find(|sec| stderr.contains(&format!("unknown field `{sec}`")))
-}
-
-/// `spawn`, and when the binary does not know a cluster section yet, `strip` it and retry.
-fn spawn_accepting_pending(
-    what: &str,
-    args: &[String],
-    env: &BTreeMap<String, String>,
-    mut strip: impl FnMut(&str, &mut Vec<String>, &mut BTreeMap<String, String>),
-) -> (Proc, Vec<&'static str>) {
-    let (mut args, mut env) = (args.to_vec(), env.clone());
-    let mut stripped = Vec::new();
-    loop {
-        match spawn(&args, &env) {
-            Ok(p) => {
-                if !stripped.is_empty() {
-                    eprintln!(
-                        "NOTE ({what}): this binary does not know {stripped:?} yet (added by the \
-                         cluster work); ran without those keys"
-                    );
-                }
-                return (p, stripped);
-            }
-            Err(stderr) => match refused_pending_section(&stderr) {
-                Some(sec) if !stripped.contains(&sec) => {
-                    stripped.push(sec);
-                    strip(sec, &mut args, &mut env);
-                }
-                _ => panic!("{what}: the gateway did not start:\n{stderr}"),
-            },
-        }
-    }
-}
-
-fn strip_env_section(sec: &str, env: &mut BTreeMap<String, String>) {
-    let prefix = format!("GATEWAY__{}__", sec.to_uppercase());
-    env.retain(|k, _| !k.starts_with(&prefix));
-}
-
-/// Removes `[sec]` and `[sec.*]` tables from a TOML text.
-fn strip_toml_section(toml: &str, sec: &str) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in toml.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            let name = t.trim_matches(|c| c == '[' || c == ']').trim();
-            skipping = name == sec || name.starts_with(&format!("{sec}."));
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// Rewrites a PostgreSQL URL of the kit to the local test database, checking its shape.
@@ -1017,34 +951,31 @@ async fn compose_replicas_run_with_their_environment() {
         let mut args: Vec<String> = df.exec_form("ENTRYPOINT")[1..].to_vec();
         args.extend(df.exec_form("CMD"));
         let what = format!("compose {name}");
-        let (p, stripped) = spawn_accepting_pending(&what, &args, &env, |sec, _, env| {
-            strip_env_section(sec, env)
-        });
-        procs.push((what, p, !stripped.contains(&"broker")));
+        let p = spawn(&args, &env)
+            .unwrap_or_else(|stderr| panic!("{what}: the gateway did not start:\n{stderr}"));
+        procs.push((what, p));
     }
-    for (what, p, with_broker) in &procs {
+    for (what, p) in &procs {
         p.wait_ready(what).await;
         assert_eq!(p.get("/healthz").await, 200, "{what}");
         // Cluster mode: each replica is connected to NATS (the dashboard and the alerts rely
         // on this gauge).
-        if *with_broker {
-            let text = reqwest::get(format!("http://{}/metrics", p.addr))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            assert!(
-                text.lines().any(|l| l == "gateway_broker_connected 1"),
-                "{what}: no `gateway_broker_connected 1` in /metrics"
-            );
-            assert!(
-                exported(&text).contains("gateway_ingest_messages_total"),
-                "{what}: JetStream ingest is configured but its metric is not exported"
-            );
-        }
+        let text = reqwest::get(format!("http://{}/metrics", p.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.lines().any(|l| l == "gateway_broker_connected 1"),
+            "{what}: no `gateway_broker_connected 1` in /metrics"
+        );
+        assert!(
+            exported(&text).contains("gateway_ingest_messages_total"),
+            "{what}: JetStream ingest is configured but its metric is not exported"
+        );
     }
-    for (what, p, _) in procs {
+    for (what, p) in procs {
         p.terminate(drain + Duration::from_secs(3), &what);
     }
 }
@@ -1291,29 +1222,16 @@ async fn kubernetes_config_and_secret_run() {
             )
         })
         .collect();
-    let mut toml_now = toml.clone();
-    let (p, _) = spawn_accepting_pending("Kubernetes ConfigMap", &args, &env, |sec, _, _| {
-        toml_now = strip_toml_section(&toml_now, sec);
-        std::fs::write(&toml_path, &toml_now).unwrap();
+    let p = spawn(&args, &env).unwrap_or_else(|stderr| {
+        panic!("Kubernetes ConfigMap: the gateway did not start:\n{stderr}")
     });
     p.wait_ready("Kubernetes ConfigMap").await;
     p.terminate(k.drain_window() + Duration::from_secs(3), "Kubernetes pod");
 }
 
 #[test]
-fn interpolation_and_toml_stripping_helpers() {
+fn interpolation_and_metric_name_helpers() {
     assert_eq!(interpolate("a${X:-b}c$$"), "abc$");
-    assert_eq!(
-        strip_toml_section(
-            "[a]\nx = 1\n[broker]\nurl = 1\n[ingest.jetstream]\ny = 2\n[b]\nz = 3\n",
-            "broker"
-        ),
-        "[a]\nx = 1\n[ingest.jetstream]\ny = 2\n[b]\nz = 3\n"
-    );
-    assert_eq!(
-        strip_toml_section("[ingest.jetstream]\ny = 2\n[b]\n", "ingest"),
-        "[b]\n"
-    );
     let mut m = BTreeSet::new();
     metric_names(
         "histogram_quantile(0.99, sum by (le) (rate(gateway_x_bucket[5m]))) > gateway_y",
