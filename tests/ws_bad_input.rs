@@ -358,6 +358,43 @@ async fn the_server_answers_a_client_ping() {
     assert_eq!(&pong[..], b"are-you-there");
 }
 
+/// Connections made together (a reconnect storm) ping at their own phases, not all at once.
+#[tokio::test]
+async fn connections_made_together_are_pinged_at_different_times() {
+    let gw = TestGateway::start(&[("GATEWAY__SERVER__PING_INTERVAL", "2s")]).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(gw.client().await);
+    }
+    let started = tokio::time::Instant::now();
+    let mut firsts = Vec::new();
+    for mut c in clients {
+        firsts.push(tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(5), c.ws.next()).await {
+                    Ok(Some(Ok(Message::Ping(_)))) => return started.elapsed(),
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("no ping within 5 s: {other:?}"),
+                }
+            }
+        }));
+    }
+    let mut at = Vec::new();
+    for f in firsts {
+        at.push(f.await.unwrap());
+    }
+    at.sort();
+    // First pings fall anywhere from 0.2 s to 2 s after connecting; twenty connections made
+    // within milliseconds of each other would all be pinged within one tick if they shared
+    // the phase.
+    let spread = at[at.len() - 1] - at[0];
+    assert!(
+        spread > Duration::from_millis(500),
+        "first pings within {spread:?} of each other: {at:?}"
+    );
+    assert!(at[at.len() - 1] < Duration::from_millis(2500), "{at:?}");
+}
+
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_closed() {
     let gw = TestGateway::start(&[("GATEWAY__SERVER__PING_INTERVAL", "300ms")]).await;

@@ -95,7 +95,12 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
     };
 
     let ping_every = settings.server.ping_interval;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    // Each connection pings at its own phase of the interval. Connections made together (the
+    // reconnect storm after a deploy) would otherwise ping and pong together every interval
+    // for as long as they live: at 10,000 connections a burst of ~0.3 s of CPU every 30 s,
+    // which delayed the deliveries queued behind it (BENCHMARKS.md, "Ping phases").
+    let first_ping = ping_every.mul_f64(rand::thread_rng().gen_range(0.1..=1.0));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + first_ping, ping_every);
     let expiry = tokio::time::Instant::now() + until_expiry(init.claims.exp);
     let mut chain_events = node.chains.events();
     let drain = node.shutdown.clone();
