@@ -19,7 +19,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -227,19 +227,8 @@ fn spawn(args: &[String], env: &BTreeMap<String, String>) -> Result<Proc, String
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn gateway");
-    let stdout = child.stdout.take().unwrap();
+    let rx = common::watch_listening(child.stdout.take().unwrap());
     let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        }
-    });
     let err = Arc::new(Mutex::new(String::new()));
     let err_w = err.clone();
     std::thread::spawn(move || {
@@ -256,7 +245,7 @@ fn spawn(args: &[String], env: &BTreeMap<String, String>) -> Result<Proc, String
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(addr) = rx.try_recv() {
+        if let Ok((addr, _)) = rx.try_recv() {
             return Ok(Proc {
                 child,
                 addr: addr.parse().expect("addr"),

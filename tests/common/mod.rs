@@ -231,7 +231,18 @@ pub fn spawn_and_wait(cmd: Command) -> (Child, SocketAddr) {
 pub fn spawn_capture(mut cmd: Command) -> (Child, SocketAddr, Vec<String>) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("spawn gateway");
-    let stdout = child.stdout.take().expect("stdout");
+    let rx = watch_listening(child.stdout.take().expect("stdout"));
+    let (addr, lines) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("gateway did not print `listening on` within 20 s");
+    (child, addr.parse().expect("addr"), lines)
+}
+
+/// Reads the gateway's stdout on a thread (to its end, so the pipe never fills) and sends the
+/// address of its `listening on ADDR` line, with every line printed before it.
+pub fn watch_listening(
+    stdout: std::process::ChildStdout,
+) -> std::sync::mpsc::Receiver<(String, Vec<String>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
@@ -246,10 +257,7 @@ pub fn spawn_capture(mut cmd: Command) -> (Child, SocketAddr, Vec<String>) {
             }
         }
     });
-    let (addr, lines) = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("gateway did not print `listening on` within 20 s");
-    (child, addr.parse().expect("addr"), lines)
+    rx
 }
 
 /// Polls `check` every 20 ms until it returns true; panics with `what` after `within`.
