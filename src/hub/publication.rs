@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
-
 use crate::protocol::{now_ms, Namespace};
 
 /// Where a publication sits in its durable stream (account activity with a history).
@@ -28,8 +26,9 @@ pub struct Publication {
     pub channel: Arc<str>,
     /// Stream position and message id when the publication is durable.
     pub durable: Option<Durable>,
-    /// `"data":<payload>,"timestamp":<ms>}`: the shared end of every frame.
-    tail: Bytes,
+    /// `"data":<payload>,"timestamp":<ms>}`: the shared end of every frame. Text, so that a
+    /// frame built from it is text too and needs no UTF-8 check per recipient.
+    tail: Box<str>,
     /// When the publish API accepted it (delivery latency is measured from here).
     pub accepted_at: Instant,
 }
@@ -40,13 +39,13 @@ pub struct Durable {
     pub message_id: Arc<str>,
     pub position: Position,
     /// `"messageId":"…","position":{…},`: spliced into frames for ack-mode connections.
-    head: Bytes,
+    head: Box<str>,
 }
 
-const PREFIX: &[u8] = br#"{"event":"data","subscriptionId":""#;
-const MID: &[u8] = br#"","channel":""#;
-const AFTER_CHANNEL: &[u8] = br#"","#;
-const REDELIVERED: &[u8] = br#""redelivered":true,"#;
+const PREFIX: &str = r#"{"event":"data","subscriptionId":""#;
+const MID: &str = r#"","channel":""#;
+const AFTER_CHANNEL: &str = r#"","#;
+const REDELIVERED: &str = r#""redelivered":true,"#;
 
 // === Publication ===
 
@@ -61,19 +60,19 @@ impl Publication {
         durable: Option<Durable>,
         accepted_at: Instant,
     ) -> Self {
-        let mut tail = BytesMut::with_capacity(payload_json.len() + 32);
-        tail.put_slice(br#""data":"#);
-        tail.put_slice(payload_json.as_bytes());
-        tail.put_slice(br#","timestamp":"#);
-        tail.put_slice(itoa::Buffer::new().format(now_ms()).as_bytes());
-        tail.put_u8(b'}');
+        let mut tail = String::with_capacity(payload_json.len() + 32);
+        tail.push_str(r#""data":"#);
+        tail.push_str(payload_json);
+        tail.push_str(r#","timestamp":"#);
+        tail.push_str(itoa::Buffer::new().format(now_ms()));
+        tail.push('}');
         Self {
             namespace,
             key,
             chain_reference,
             channel,
             durable,
-            tail: tail.freeze(),
+            tail: tail.into_boxed_str(),
             accepted_at,
         }
     }
@@ -94,21 +93,21 @@ impl Publication {
     }
 
     /// Writes one recipient's frame. `ack` adds `messageId` and `position` (if durable).
-    pub fn frame(&self, sub_id: &str, channel: &str, ack: bool, redelivered: bool) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.frame_len(sub_id, channel, ack));
-        buf.put_slice(PREFIX);
-        buf.put_slice(sub_id.as_bytes());
-        buf.put_slice(MID);
-        buf.put_slice(channel.as_bytes());
-        buf.put_slice(AFTER_CHANNEL);
+    pub fn frame(&self, sub_id: &str, channel: &str, ack: bool, redelivered: bool) -> String {
+        let mut buf = String::with_capacity(self.frame_len(sub_id, channel, ack));
+        buf.push_str(PREFIX);
+        buf.push_str(sub_id);
+        buf.push_str(MID);
+        buf.push_str(channel);
+        buf.push_str(AFTER_CHANNEL);
         if let (Some(d), true) = (&self.durable, ack) {
-            buf.put_slice(&d.head);
+            buf.push_str(&d.head);
             if redelivered {
-                buf.put_slice(REDELIVERED);
+                buf.push_str(REDELIVERED);
             }
         }
-        buf.put_slice(&self.tail);
-        buf.freeze()
+        buf.push_str(&self.tail);
+        buf
     }
 }
 
@@ -124,7 +123,7 @@ impl Durable {
         Self {
             message_id,
             position,
-            head: Bytes::from(head),
+            head: head.into_boxed_str(),
         }
     }
 }
@@ -154,7 +153,7 @@ mod tests {
             Instant::now(),
         );
         let plain = p.frame("s1", &p.channel, false, false);
-        let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&plain).unwrap();
         assert_eq!(v["event"], "data");
         assert_eq!(v["subscriptionId"], "s1");
         assert_eq!(v["channel"], "account-activity.v1.eip155:8453:0xabc");
@@ -163,7 +162,7 @@ mod tests {
         assert_eq!(plain.len(), p.frame_len("s1", &p.channel, false));
 
         let acked = p.frame("s2", "c", true, true);
-        let v: serde_json::Value = serde_json::from_slice(&acked).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&acked).unwrap();
         assert_eq!(v["messageId"], "e1-5");
         assert_eq!(v["position"], serde_json::json!({"epoch":"e1","offset":5}));
         assert_eq!(v["redelivered"], true);

@@ -148,8 +148,8 @@ async fn feed(
         } => {
             let frame =
                 publication.frame(&subscription_id, &channel, outbox.ack_mode(), redelivered);
-            let text = Utf8Bytes::try_from(frame).map_err(axum::Error::new)?;
-            let r = sink.feed(Message::Text(text)).await;
+            // A String: handed to the socket without a UTF-8 check per recipient.
+            let r = sink.feed(Message::Text(Utf8Bytes::from(frame))).await;
             if r.is_ok() {
                 metrics::get().delivered(publication.namespace, publication.accepted_at.elapsed());
                 if let Some(t) = acks {
