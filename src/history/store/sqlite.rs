@@ -280,7 +280,7 @@ pub(super) async fn trim_count(
 }
 
 /// WAL frames (4 KiB pages) past which a checkpoint also rewinds the WAL (RESTART).
-pub(super) const WAL_RESTART_FRAMES: i64 = 8192;
+const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// Copies what the WAL holds into the database file without waiting for (or blocking) the
 /// committer (PASSIVE). Under a steady write load that alone never rewinds the WAL: SQLite
@@ -289,8 +289,7 @@ pub(super) const WAL_RESTART_FRAMES: i64 = 8192;
 /// and p99 latencies of 0.5 s). So once the WAL holds more than `WAL_RESTART_FRAMES`, a
 /// RESTART checkpoint copies the few frames left while holding the committer back (it waits
 /// in its busy handler, milliseconds) and makes its next transaction start the file over.
-/// Returns the frames the WAL held.
-pub(super) async fn checkpoint(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+pub(super) async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     let (_busy, frames, _copied): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(pool)
@@ -322,7 +321,7 @@ pub(super) async fn checkpoint(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
         restarted?;
         reset?;
     }
-    Ok(frames)
+    Ok(())
 }
 
 /// Longest a RESTART checkpoint waits for the write lock and for readers.
