@@ -40,15 +40,36 @@ pub fn get() -> &'static Metrics {
 /// until then: without this upkeep, memory grows with every delivery between two scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Folds buffered histogram samples into buckets every few seconds, for the life of the process.
+/// Folds buffered histogram samples into buckets and samples the memory gauges every few
+/// seconds, for the life of the process.
 pub fn spawn_upkeep(handle: PrometheusHandle) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_EVERY);
         loop {
             tick.tick().await;
             handle.run_upkeep();
+            sample_memory();
         }
     });
+}
+
+/// Where the process's memory goes: the Rust heap (jemalloc's allocated and resident bytes)
+/// and SQLite's heap (its page caches), to tell a growing RSS apart.
+fn sample_memory() {
+    #[cfg(all(unix, not(target_env = "musl")))]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        // jemalloc caches its statistics; advancing the epoch refreshes them.
+        if epoch::advance().is_ok() {
+            if let Ok(v) = stats::allocated::read() {
+                gauge!("gateway_allocator_allocated_bytes").set(v as f64);
+            }
+            if let Ok(v) = stats::resident::read() {
+                gauge!("gateway_allocator_resident_bytes").set(v as f64);
+            }
+        }
+    }
+    gauge!("gateway_sqlite_memory_bytes").set(crate::history::sqlite_memory_used() as f64);
 }
 
 /// Installs the Prometheus recorder once per process and returns its render handle.
@@ -136,6 +157,18 @@ pub fn publish_rejected(code: &'static str) {
 }
 
 fn describe() {
+    describe_gauge!(
+        "gateway_allocator_allocated_bytes",
+        "Bytes of the Rust heap in use (jemalloc stats.allocated), sampled every 5 s."
+    );
+    describe_gauge!(
+        "gateway_allocator_resident_bytes",
+        "Bytes of physical memory held by the Rust heap (jemalloc stats.resident), sampled every 5 s."
+    );
+    describe_gauge!(
+        "gateway_sqlite_memory_bytes",
+        "Bytes of heap held by the embedded SQLite (page caches, statements), sampled every 5 s."
+    );
     describe_gauge!(
         "gateway_connections_open",
         "WebSocket connections currently open"

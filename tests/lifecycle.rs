@@ -366,3 +366,39 @@ async fn a_request_head_trickling_in_is_cut_at_the_handshake_timeout() {
         "cut after {at:?}"
     );
 }
+
+#[tokio::test]
+async fn metrics_tell_the_rust_heap_from_sqlites() {
+    let gw = TestGateway::start(&[]).await;
+    // Sampled at start and every 5 s; the first sample may predate the history's connections.
+    wait_until(
+        Duration::from_secs(8),
+        "gateway_sqlite_memory_bytes > 0",
+        || async { gw.metric("gateway_sqlite_memory_bytes").await > 0.0 },
+    )
+    .await;
+    let allocated = gw.metric("gateway_allocator_allocated_bytes").await;
+    let resident = gw.metric("gateway_allocator_resident_bytes").await;
+    // A started gateway holds at least its router, registry and metrics: more than 100 KB.
+    assert!(allocated > 100_000.0, "allocated {allocated}");
+    assert!(
+        resident >= allocated,
+        "resident {resident} < allocated {allocated}"
+    );
+    let rss = procfs_rss(gw.pid());
+    assert!(
+        resident < rss as f64,
+        "jemalloc resident {resident} >= process RSS {rss}"
+    );
+}
+
+/// The process's resident set, bytes.
+fn procfs_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}

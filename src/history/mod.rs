@@ -44,6 +44,8 @@ pub use types::{
     CommitListener, Committed, NewPublication, Recovery, RecoveryFailure, Stored, StreamPosition,
 };
 
+pub(crate) use store::sqlite_memory_used;
+
 use committer::{Committer, Request};
 use health::Health;
 use store::Store;

@@ -306,6 +306,11 @@ impl From<sqlx::Error> for CommitError {
     }
 }
 
+/// Bytes the embedded SQLite holds from the heap (0 when only PostgreSQL is used).
+pub(crate) fn sqlite_memory_used() -> u64 {
+    u64::try_from(sqlite::memory_used()).unwrap_or(0)
+}
+
 /// True when the URL names a PostgreSQL database.
 pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

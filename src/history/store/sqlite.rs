@@ -334,6 +334,14 @@ pub(super) async fn probe(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     tx.rollback().await
 }
 
+/// Bytes SQLite holds from the heap in this process (page caches, statements, schemas), for
+/// all connections together.
+pub(crate) fn memory_used() -> i64 {
+    // SAFETY: sqlite3_memory_used takes no arguments and only reads SQLite's own counter
+    // under its mutex; it is safe from any thread, before or after any connection opens.
+    unsafe { libsqlite3_sys::sqlite3_memory_used() }
+}
+
 /// Offsets are below 2^53, so they always fit.
 fn offset_i64(offset: u64) -> i64 {
     i64::try_from(offset).unwrap_or(i64::MAX)
