@@ -1,6 +1,8 @@
 //! Group commit: one task drains the queued appends into batches, commits each batch in one
 //! transaction and tells the listener before answering the appenders. Being the only writer
-//! of this node, it also defines the node's commit order, which is the fan-out order.
+//! of this node, it also defines the node's commit order, which is the fan-out order. On
+//! SQLite it also runs the retention deletes and WAL rewinds, between batches, so that the
+//! database never has a second writer for the committer to wait on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
 use super::metrics;
-use super::store::{CommitError, Store, Writer};
+use super::store::{CommitError, Maintenance, Store, Writer};
 use super::{CommitListener, Committed, HistoryError, NewPublication};
 
 /// Longest a batch may take (connection included) before it is abandoned and the store
@@ -26,12 +28,38 @@ pub(crate) struct Request {
     pub reply: oneshot::Sender<Result<Vec<Committed>, HistoryError>>,
 }
 
+/// What the committer's queue carries.
+pub(crate) enum Job {
+    Append(Request),
+    /// Runs alone, between two batches.
+    Maintain(MaintenanceRequest),
+}
+
+/// Maintenance waiting for its turn.
+pub(crate) struct MaintenanceRequest {
+    pub work: Maintenance,
+    pub reply: oneshot::Sender<Result<u64, sqlx::Error>>,
+}
+
+/// Runs `work` in the committer, between two batches; returns the rows it deleted.
+pub(crate) async fn maintain(
+    queue: &mpsc::Sender<Job>,
+    work: Maintenance,
+) -> Result<u64, sqlx::Error> {
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send(Job::Maintain(MaintenanceRequest { work, reply }))
+        .await
+        .map_err(|_| sqlx::Error::PoolClosed)?;
+    answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+}
+
 /// The committer task's state.
 pub(crate) struct Committer {
     pub store: Store,
     pub listener: Arc<dyn CommitListener>,
     pub health: Arc<Health>,
-    pub rx: mpsc::Receiver<Request>,
+    pub rx: mpsc::Receiver<Job>,
     pub max_batch: usize,
     /// On cancel the queue is closed and what is already in it is still committed.
     pub shutdown: CancellationToken,
@@ -45,9 +73,9 @@ impl Committer {
     /// Runs until shutdown (after flushing the queue) or until every handle is gone.
     pub(crate) async fn run(mut self) {
         let mut closing = false;
-        let mut held: Option<Request> = None;
+        let mut held: Option<Job> = None;
         loop {
-            let first = match held.take() {
+            let job = match held.take() {
                 Some(r) => r,
                 None => {
                     let next = if closing {
@@ -66,6 +94,13 @@ impl Committer {
                         Some(r) => r,
                         None => break,
                     }
+                }
+            };
+            let first = match job {
+                Job::Append(r) => r,
+                Job::Maintain(m) => {
+                    self.maintain(m).await;
+                    continue;
                 }
             };
             let mut batch = vec![first];
@@ -94,20 +129,52 @@ impl Committer {
         }
     }
 
-    /// Moves queued appends into `batch` until it is full; returns the append that did not
-    /// fit (it opens the next batch: an append is never split).
-    fn drain(&mut self, batch: &mut Vec<Request>, size: &mut usize) -> Option<Request> {
+    /// Moves queued appends into `batch` until it is full; returns the job that ends it: an
+    /// append that did not fit (it opens the next batch: an append is never split) or
+    /// maintenance (it runs after this batch, before the appends queued behind it).
+    fn drain(&mut self, batch: &mut Vec<Request>, size: &mut usize) -> Option<Job> {
         while *size < self.max_batch {
             match self.rx.try_recv() {
-                Ok(r) if *size + r.pubs.len() > self.max_batch => return Some(r),
-                Ok(r) => {
+                Ok(Job::Append(r)) if *size + r.pubs.len() > self.max_batch => {
+                    return Some(Job::Append(r))
+                }
+                Ok(Job::Append(r)) => {
                     *size += r.pubs.len();
                     batch.push(r);
                 }
+                Ok(m @ Job::Maintain(_)) => return Some(m),
                 Err(_) => break,
             }
         }
         None
+    }
+
+    /// Runs one piece of maintenance on the committer's connection, with the batches' time
+    /// limit. A failure is the maintenance's (its requester retries later), not the store's.
+    async fn maintain(&mut self, m: MaintenanceRequest) {
+        if m.reply.is_closed() {
+            return;
+        }
+        let outcome = tokio::time::timeout(COMMIT_TIMEOUT, async {
+            let mut writer = match self.writer.take() {
+                Some(w) => w,
+                None => self.store.writer().await?,
+            };
+            let res = writer.maintain(&m.work).await;
+            match &res {
+                Err(_) => writer.discard(),
+                Ok(_) => self.writer = Some(writer),
+            }
+            res
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Protocol(format!(
+                "{} took longer than {COMMIT_TIMEOUT:?}",
+                m.work.what()
+            )))
+        });
+        let _ = m.reply.send(outcome);
     }
 
     /// Commits one batch and answers its appenders; never fails (errors go to them).

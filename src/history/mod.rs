@@ -18,6 +18,7 @@
 //! - `health`: the availability flag and the probe that restores it.
 //! - `metrics`: the metric names.
 
+mod checkpoints;
 mod committer;
 mod config;
 mod error;
@@ -46,7 +47,7 @@ pub use types::{
 
 pub(crate) use store::sqlite_memory_used;
 
-use committer::{Committer, Request};
+use committer::{Committer, Job, Request};
 use health::Health;
 use store::Store;
 
@@ -67,7 +68,7 @@ pub struct History {
 /// What every clone of the handle shares.
 struct Inner {
     /// Queue of the committer, the only writer of publications on this node.
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Job>,
     /// Pool for reads and stream creation, which do not go through the committer.
     store: Store,
     health: Arc<Health>,
@@ -112,11 +113,16 @@ impl History {
             tokio::spawn(committer.run()),
             tokio::spawn(trimmer::run(
                 store.clone(),
+                tx.clone(),
                 cfg.clone(),
                 health.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(store.clone().run_checkpoints(shutdown.clone())),
+            tokio::spawn(checkpoints::run(
+                store.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(health::run_probe(
                 store.clone(),
                 health.clone(),
@@ -154,7 +160,7 @@ impl History {
         let call = async {
             self.inner
                 .tx
-                .send(request)
+                .send(Job::Append(request))
                 .await
                 .map_err(|_| HistoryError::Closed)?;
             // The committer answers every request it takes; a dropped sender means it stopped.

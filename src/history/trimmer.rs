@@ -1,14 +1,17 @@
 //! Retention: deletes publications past the age limit and beyond the per-stream count, in
-//! small chunks so that no single delete holds up appends for long (SQLite has one writer).
+//! small chunks so that no single delete holds up appends for long. On SQLite, which has one
+//! writer, each chunk runs in the committer between two batches; on PostgreSQL, beside it.
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::committer::{self, Job};
 use super::health::Health;
 use super::metrics;
-use super::store::{now_ms, Store};
+use super::store::{now_ms, Maintenance, Store};
 use super::HistoryConfig;
 
 /// Rows per age-retention delete.
@@ -17,12 +20,13 @@ const AGE_CHUNK: i64 = 1000;
 const COUNT_CHUNK: i64 = 200;
 /// Chunks per kind and run: a backlog larger than this is worked off over several runs.
 const MAX_CHUNKS: usize = 100;
-/// Pause between chunks, giving the committer the write lock.
+/// Pause between chunks, letting appends through.
 const PAUSE: Duration = Duration::from_millis(5);
 
 /// Trims every `cfg.trim_interval` until `shutdown`.
 pub(crate) async fn run(
     store: Store,
+    committer: mpsc::Sender<Job>,
     cfg: HistoryConfig,
     health: std::sync::Arc<Health>,
     shutdown: CancellationToken,
@@ -35,10 +39,12 @@ pub(crate) async fn run(
         if !health.is_up() {
             continue;
         }
-        match trim_once(&store, &cfg, &shutdown).await {
+        match trim_once(&store, &committer, &cfg, &shutdown).await {
             Ok((by_age, by_count)) => {
                 debug!(by_age, by_count, "History trimmed.");
             }
+            // The committer is gone: the history is closing.
+            Err(_) if shutdown.is_cancelled() => return,
             Err(e) => warn!(error = %e, "History trim failed; retrying at the next interval."),
         }
     }
@@ -47,6 +53,7 @@ pub(crate) async fn run(
 /// One retention pass; returns the rows deleted by age and by count.
 async fn trim_once(
     store: &Store,
+    committer: &mpsc::Sender<Job>,
     cfg: &HistoryConfig,
     shutdown: &CancellationToken,
 ) -> Result<(u64, u64), sqlx::Error> {
@@ -54,7 +61,11 @@ async fn trim_once(
     let cutoff = now_ms().saturating_sub(age_ms);
     let mut by_age = 0;
     for _ in 0..MAX_CHUNKS {
-        let n = store.trim_age(cutoff, AGE_CHUNK).await?;
+        let work = Maintenance::TrimAge {
+            cutoff_ms: cutoff,
+            limit: AGE_CHUNK,
+        };
+        let n = run_chunk(store, committer, work).await?;
         by_age += n;
         metrics::trimmed(n);
         if n < AGE_CHUNK as u64 || shutdown.is_cancelled() {
@@ -70,13 +81,28 @@ async fn trim_once(
         if streams.is_empty() {
             break;
         }
-        let n = store.trim_count(&streams).await?;
+        let full = streams.len() as i64 == COUNT_CHUNK;
+        let n = run_chunk(store, committer, Maintenance::TrimCount(streams)).await?;
         by_count += n;
         metrics::trimmed(n);
-        if (streams.len() as i64) < COUNT_CHUNK || shutdown.is_cancelled() {
+        if !full || shutdown.is_cancelled() {
             break;
         }
         tokio::time::sleep(PAUSE).await;
     }
     Ok((by_age, by_count))
+}
+
+/// Runs one chunk where it belongs: in the committer when the store has one writer (SQLite),
+/// else on the pool.
+async fn run_chunk(
+    store: &Store,
+    committer: &mpsc::Sender<Job>,
+    work: Maintenance,
+) -> Result<u64, sqlx::Error> {
+    if store.single_writer() {
+        committer::maintain(committer, work).await
+    } else {
+        store.maintain(&work).await
+    }
 }

@@ -11,8 +11,6 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Postgres, Row, Sqlite};
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 use super::plan::StreamState;
 use super::{Committed, HistoryError, NewPublication, StorageConfig, StreamPosition};
@@ -44,6 +42,17 @@ pub(crate) enum CommitError {
     Store(sqlx::Error),
     /// The batch cannot be stored as it is; the store is fine.
     Rejected(HistoryError),
+}
+
+/// Writes that keep the store in shape, as opposed to appends.
+#[derive(Debug)]
+pub(crate) enum Maintenance {
+    /// Delete up to `limit` publications older than `cutoff_ms`.
+    TrimAge { cutoff_ms: i64, limit: i64 },
+    /// Delete each stream's (by id) publications at or below its offset.
+    TrimCount(Vec<(i64, i64)>),
+    /// SQLite: make the WAL start over (see `sqlite::rewind_wal`).
+    RewindWal,
 }
 
 /// A publication row read back for recovery.
@@ -194,11 +203,18 @@ impl Store {
         })
     }
 
-    /// Deletes up to `limit` publications older than `cutoff_ms`.
-    pub(crate) async fn trim_age(&self, cutoff_ms: i64, limit: i64) -> Result<u64, sqlx::Error> {
+    /// True when the backend admits one writer at a time (SQLite): then retention and WAL
+    /// rewinds run in the committer, between batches, rather than beside it, where the
+    /// committer would wait for them in SQLite's busy handler (sleeps of up to 100 ms each).
+    pub(crate) fn single_writer(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
+    /// Runs maintenance on a pooled connection, beside the committer (PostgreSQL).
+    pub(crate) async fn maintain(&self, work: &Maintenance) -> Result<u64, sqlx::Error> {
         match self {
-            Store::Sqlite(p) => sqlite::trim_age(p, cutoff_ms, limit).await,
-            Store::Postgres(p) => postgres::trim_age(p, cutoff_ms, limit).await,
+            Store::Sqlite(p) => sqlite_maintain(&mut *p.acquire().await?, work).await,
+            Store::Postgres(p) => postgres_maintain(&mut *p.acquire().await?, work).await,
         }
     }
 
@@ -225,29 +241,13 @@ impl Store {
         })
     }
 
-    /// Deletes each stream's (by id) publications at or below its offset.
-    pub(crate) async fn trim_count(&self, streams: &[(i64, i64)]) -> Result<u64, sqlx::Error> {
+    /// Copies the SQLite WAL into the database file without blocking the committer and
+    /// returns whether the WAL has grown past the point where it must be rewound
+    /// ([`Maintenance::RewindWal`]); PostgreSQL checkpoints by itself.
+    pub(crate) async fn checkpoint(&self) -> Result<bool, sqlx::Error> {
         match self {
-            Store::Sqlite(p) => sqlite::trim_count(p, streams).await,
-            Store::Postgres(p) => postgres::trim_count(p, streams).await,
-        }
-    }
-
-    /// Checkpoints the SQLite WAL every few milliseconds until `shutdown`, off the commit path;
-    /// returns at once for PostgreSQL, which checkpoints by itself.
-    pub(crate) async fn run_checkpoints(self, shutdown: CancellationToken) {
-        let Store::Sqlite(pool) = self else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(sqlite::CHECKPOINT_INTERVAL) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            if let Err(e) = sqlite::checkpoint(&pool).await {
-                // The commits' own checkpoint (at WAL_AUTOCHECKPOINT) still bounds the WAL.
-                debug!(error = %e, "WAL checkpoint failed; retrying.");
-            }
+            Store::Sqlite(p) => Ok(sqlite::checkpoint(p).await? > sqlite::WAL_RESTART_FRAMES),
+            Store::Postgres(_) => Ok(false),
         }
     }
 
@@ -289,12 +289,60 @@ impl Writer {
         }
     }
 
+    /// Runs maintenance on the committer's connection; returns the rows deleted.
+    pub(crate) async fn maintain(&mut self, work: &Maintenance) -> Result<u64, sqlx::Error> {
+        match self {
+            Writer::Sqlite(c) => sqlite_maintain(c, work).await,
+            Writer::Postgres(c) => postgres_maintain(c, work).await,
+        }
+    }
+
     /// Drops the connection for good: after an error its state is unknown.
     pub(crate) fn discard(self) {
         match self {
             Writer::Sqlite(c) => drop(c.detach()),
             Writer::Postgres(c) => drop(c.detach()),
         }
+    }
+}
+
+// === Maintenance ===
+
+impl Maintenance {
+    /// What it is, for logs and errors.
+    pub(crate) fn what(&self) -> &'static str {
+        match self {
+            Maintenance::TrimAge { .. } => "age retention",
+            Maintenance::TrimCount(_) => "count retention",
+            Maintenance::RewindWal => "the WAL rewind",
+        }
+    }
+}
+
+async fn sqlite_maintain(
+    conn: &mut sqlx::SqliteConnection,
+    work: &Maintenance,
+) -> Result<u64, sqlx::Error> {
+    match work {
+        Maintenance::TrimAge { cutoff_ms, limit } => {
+            sqlite::trim_age(conn, *cutoff_ms, *limit).await
+        }
+        Maintenance::TrimCount(streams) => sqlite::trim_count(conn, streams).await,
+        Maintenance::RewindWal => sqlite::rewind_wal(conn).await,
+    }
+}
+
+async fn postgres_maintain(
+    conn: &mut sqlx::PgConnection,
+    work: &Maintenance,
+) -> Result<u64, sqlx::Error> {
+    match work {
+        Maintenance::TrimAge { cutoff_ms, limit } => {
+            postgres::trim_age(conn, *cutoff_ms, *limit).await
+        }
+        Maintenance::TrimCount(streams) => postgres::trim_count(conn, streams).await,
+        // PostgreSQL manages its own WAL.
+        Maintenance::RewindWal => Ok(0),
     }
 }
 

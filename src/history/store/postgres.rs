@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use std::sync::Arc;
 
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::{CommitError, BUSY_TIMEOUT};
 use crate::history::plan;
@@ -157,7 +157,7 @@ fn offset_exhausted(err: &sqlx::Error) -> Option<String> {
 
 /// Deletes up to `limit` publications older than `cutoff_ms`; returns how many.
 pub(super) async fn trim_age(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
@@ -167,13 +167,16 @@ pub(super) async fn trim_age(
     )
     .bind(cutoff_ms)
     .bind(limit)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Deletes, per stream, the publications at or below `upto` and records the new floor.
-pub(super) async fn trim_count(pool: &PgPool, streams: &[(i64, i64)]) -> Result<u64, sqlx::Error> {
+pub(super) async fn trim_count(
+    conn: &mut PgConnection,
+    streams: &[(i64, i64)],
+) -> Result<u64, sqlx::Error> {
     let (ss, uu): (Vec<i64>, Vec<i64>) = streams.iter().copied().unzip();
     // Without the stream locks: appends only add higher offsets, so this cannot race them.
     let deleted = sqlx::query(
@@ -182,11 +185,11 @@ pub(super) async fn trim_count(pool: &PgPool, streams: &[(i64, i64)]) -> Result<
     )
     .bind(&ss)
     .bind(&uu)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     // The floor is a hint for the next run; lock the rows in the committers' order first.
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     sqlx::query(
         "SELECT 1 FROM streams WHERE id = ANY($1) ORDER BY stream COLLATE \"C\" FOR UPDATE",
     )

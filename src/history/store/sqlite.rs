@@ -22,9 +22,6 @@ const CHUNK: usize = 500;
 /// WAL pages (4 KiB) past which a commit checkpoints itself: the backstop of `checkpoint`.
 const WAL_AUTOCHECKPOINT: u32 = 16384;
 
-/// How often the background checkpoint runs.
-pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
-
 /// Opens (creating the directory and file if needed) the database at `cfg.url`.
 pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryError> {
     let opts = SqliteConnectOptions::from_str(&cfg.url)
@@ -236,7 +233,7 @@ fn read_stream(
 
 /// Deletes up to `limit` publications older than `cutoff_ms`; returns how many.
 pub(super) async fn trim_age(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     cutoff_ms: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
@@ -249,17 +246,17 @@ pub(super) async fn trim_age(
     )
     .bind(cutoff_ms)
     .bind(limit)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Deletes, per stream, the publications at or below `upto` and records the new floor.
 pub(super) async fn trim_count(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     streams: &[(i64, i64)],
 ) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut deleted = 0;
     for (stream, upto) in streams {
         deleted +=
@@ -279,52 +276,49 @@ pub(super) async fn trim_count(
     Ok(deleted)
 }
 
-/// WAL frames (4 KiB pages) past which a checkpoint also rewinds the WAL (RESTART).
-const WAL_RESTART_FRAMES: i64 = 8192;
+/// WAL frames (4 KiB pages) past which the WAL is rewound (`rewind_wal`).
+pub(super) const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// Copies what the WAL holds into the database file without waiting for (or blocking) the
-/// committer (PASSIVE). Under a steady write load that alone never rewinds the WAL: SQLite
-/// starts the WAL file over only when a writer finds every frame copied, and the committer
-/// has always appended a few more by then (a 10-minute run at 5,000 msgs/s left a 627 MB WAL
-/// and p99 latencies of 0.5 s). So once the WAL holds more than `WAL_RESTART_FRAMES`, a
-/// RESTART checkpoint copies the few frames left while holding the committer back (it waits
-/// in its busy handler, milliseconds) and makes its next transaction start the file over.
-pub(super) async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+/// committer (PASSIVE); returns the frames the WAL holds.
+pub(super) async fn checkpoint(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
     let (_busy, frames, _copied): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(pool)
             .await?;
-    if frames > WAL_RESTART_FRAMES {
-        // RESTART holds the write lock while it waits for the lock and for readers: with the
-        // pool's 1 s busy timeout that stalled commits for up to ~0.9 s. Waiting at most
-        // RESTART_WAIT bounds the stall; a RESTART that gives up is tried again next time.
-        let mut conn = pool.acquire().await?;
-        sqlx::query(&format!(
-            "PRAGMA busy_timeout = {}",
-            RESTART_WAIT.as_millis()
-        ))
-        .execute(&mut *conn)
-        .await?;
-        let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .execute(&mut *conn)
-            .await;
-        let reset = sqlx::query(&format!(
-            "PRAGMA busy_timeout = {}",
-            BUSY_TIMEOUT.as_millis()
-        ))
-        .execute(&mut *conn)
-        .await;
-        if reset.is_err() {
-            // Never hand the pool a connection that gives up on locks after milliseconds.
-            drop(conn.detach());
-        }
-        restarted?;
-        reset?;
-    }
-    Ok(())
+    Ok(frames)
 }
 
-/// Longest a RESTART checkpoint waits for the write lock and for readers.
+/// Makes the WAL start over. Under a steady write load PASSIVE checkpoints alone never do:
+/// SQLite starts the WAL file over only when a writer finds every frame copied, and the
+/// committer has always appended a few more by then (a 10-minute run at 5,000 msgs/s left a
+/// 627 MB WAL and p99 latencies of 0.5 s). A RESTART checkpoint copies the frames left and
+/// makes the next transaction start the file over. It runs on the committer's connection,
+/// between two batches, so it never waits for a writer; it waits at most `RESTART_WAIT` for
+/// readers (a resume reading history) and is tried again at the next checkpoint if it gives up.
+pub(super) async fn rewind_wal(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        RESTART_WAIT.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await?;
+    let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+        .execute(&mut *conn)
+        .await;
+    // An error here fails the job, and the committer drops the connection: it never keeps one
+    // that gives up on locks after milliseconds.
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        BUSY_TIMEOUT.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await?;
+    restarted?;
+    Ok(0)
+}
+
+/// Longest a RESTART checkpoint waits for readers.
 const RESTART_WAIT: Duration = Duration::from_millis(20);
 
 /// Succeeds only if the database can be written: a `SELECT 1` would pass while another
