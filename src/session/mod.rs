@@ -14,7 +14,7 @@ mod subscriptions;
 pub mod writer;
 
 pub use delivery::AckTracker;
-pub use outbox::{Outbound, Outbox, Receiver};
+pub use outbox::{Outbound, Outbox, Receiver, Waiter};
 pub use writer::close;
 
 use std::sync::Arc;
@@ -152,7 +152,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                 session.send_down_for_all();
                 break Stop::Close(close::RESTART, "server restart: reconnect", "drain");
             }
-            _ = outbox.closing() => break Stop::Gone,
+            _ = outbox.closing(Waiter::Session) => break Stop::Gone,
         }
     };
 

@@ -13,7 +13,7 @@ use futures_util::SinkExt;
 
 use super::delivery::AckTracker;
 use super::outbox::Receiver;
-use super::{Outbound, Outbox};
+use super::{Outbound, Outbox, Waiter};
 use crate::metrics;
 
 /// How long a close frame may wait for a client that does not read.
@@ -52,7 +52,7 @@ pub async fn run(
     acks: Option<AckTracker>,
 ) -> Exit {
     // One registration for the connection's life, not one per frame (see `Outbox::closing`).
-    let closing = outbox.closing();
+    let closing = outbox.closing(Waiter::Writer);
     tokio::pin!(closing);
     let exit = loop {
         let first = tokio::select! {
