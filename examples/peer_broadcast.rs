@@ -38,8 +38,10 @@ struct Peer {
     /// Broadcast mode: every connection's feed.
     all: broadcast::Sender<Utf8Bytes>,
     /// Unicast mode: account → the feed of the connection subscribed to it.
-    routes: Option<Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Utf8Bytes>>>>>,
+    routes: Option<Arc<Routes>>,
 }
+
+type Routes = Mutex<HashMap<String, mpsc::UnboundedSender<Utf8Bytes>>>;
 
 /// One connection's feed of frames.
 enum Feed {
