@@ -15,7 +15,7 @@ use super::store::{now_ms, Maintenance, Store};
 use super::HistoryConfig;
 
 /// Rows per age-retention delete.
-const AGE_CHUNK: i64 = 1000;
+const AGE_CHUNK: i64 = 250;
 /// Streams per count-retention delete.
 const COUNT_CHUNK: i64 = 200;
 /// Pause between chunks, letting appends through.
