@@ -210,7 +210,9 @@ impl Store {
         matches!(self, Store::Sqlite(_))
     }
 
-    /// Runs maintenance on a pooled connection, beside the committer (PostgreSQL).
+    /// Runs maintenance on a pooled connection, beside the committer: what PostgreSQL's
+    /// retention does. On SQLite that connection would be a second writer, so the trimmer
+    /// hands SQLite's work to the committer instead (`single_writer`).
     pub(crate) async fn maintain(&self, work: &Maintenance) -> Result<u64, sqlx::Error> {
         match self {
             Store::Sqlite(p) => sqlite_maintain(&mut *p.acquire().await?, work).await,
