@@ -52,6 +52,8 @@ pub struct Published {
 pub struct Publisher {
     http: reqwest::Client,
     url: String,
+    /// `http://addr`, for the other publisher endpoints.
+    base: String,
     key: String,
     concurrency: usize,
     rng: Mutex<u64>,
@@ -74,10 +76,30 @@ impl Publisher {
         Ok(Self {
             http,
             url: format!("http://{addr}/v1/publish"),
+            base: format!("http://{addr}"),
             key,
             concurrency: concurrency.max(1),
             rng: Mutex::new(0x9e37_79b9_7f4a_7c15),
         })
+    }
+
+    /// Tells the gateway that `chain` is alive (`POST /v1/chains/{chain}/heartbeat`), as an
+    /// indexer does long before wallets connect; returns why not when it was refused.
+    pub async fn heartbeat(&self, chain: &str) -> Result<(), String> {
+        let response = self
+            .http
+            .post(format!("{}/v1/chains/{chain}/heartbeat", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| format!("heartbeat for {chain} failed: {e}"))?;
+        match response.status() {
+            s if s.is_success() => Ok(()),
+            s => Err(format!(
+                "heartbeat for {chain} refused: HTTP {}",
+                s.as_u16()
+            )),
+        }
     }
 
     /// Publishes at `plan.rate` for `plan.duration`, then waits for the requests in flight.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{ConnectArgs, IdleArgs, RateArgs, StormArgs};
 use crate::clients::{Fleet, FleetConfig};
 use crate::gateway::Target;
+use crate::payload;
 use crate::procfs::Sample;
 use crate::publisher::{Pick, Publisher, StepPlan};
 use crate::report::{IdleLevel, Report, StepReport, Summary};
@@ -69,14 +70,22 @@ impl Run<'_> {
             Shape::Unicast => (0..n).collect(),
             Shape::Broadcast => vec![BROADCAST_ACCOUNT; n as usize],
         };
-        let connect = fleet.connect(&accounts).await;
-        self.report.connect = Some(connect);
-        tokio::time::sleep(SETTLE).await;
         let publisher = Publisher::new(
             self.target.addr,
             self.target.publisher_key.clone(),
             args.publish_concurrency,
         )?;
+        // The chain is up before the wallets come, as in a running deployment: otherwise the
+        // first publication brings it up during step 0 and the gateway tells every connection
+        // (a 10,000-frame broadcast inside the first step's latencies).
+        if let Err(why) = publisher.heartbeat(payload::CHAIN).await {
+            self.report.notes.push(format!(
+                "{why}; the first publication brings the chain up during step 0"
+            ));
+        }
+        let connect = fleet.connect(&accounts).await;
+        self.report.connect = Some(connect);
+        tokio::time::sleep(SETTLE).await;
         let max_p99_ms = args.max_p99.as_secs_f64() * 1000.0;
         for (step, &rate) in rates.iter().enumerate() {
             if Instant::now() + args.step + args.drain > self.deadline {
