@@ -10,6 +10,7 @@ use tracing::debug;
 
 use super::committer::{self, Job};
 use super::store::{Maintenance, Store};
+use super::HistoryError;
 
 /// How often the WAL is checkpointed.
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -29,11 +30,15 @@ pub(crate) async fn run(store: Store, committer: mpsc::Sender<Job>, shutdown: Ca
                 .await
                 .map(drop),
             Ok(false) => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(HistoryError::Unavailable(format!(
+                "WAL checkpoint failed: {e}"
+            ))),
         };
-        if let Err(e) = outcome {
+        match outcome {
+            Ok(()) => {}
+            Err(HistoryError::Closed) => return,
             // The commits' own checkpoint (at `wal_autocheckpoint`) still bounds the WAL.
-            debug!(error = %e, "WAL checkpoint failed; retrying.");
+            Err(e) => debug!(error = %e, "WAL checkpoint failed; retrying."),
         }
     }
 }

@@ -38,20 +38,21 @@ pub(crate) enum Job {
 /// Maintenance waiting for its turn.
 pub(crate) struct MaintenanceRequest {
     pub work: Maintenance,
-    pub reply: oneshot::Sender<Result<u64, sqlx::Error>>,
+    pub reply: oneshot::Sender<Result<u64, HistoryError>>,
 }
 
-/// Runs `work` in the committer, between two batches; returns the rows it deleted.
+/// Runs `work` in the committer, between two batches; returns the rows it deleted. Fails with
+/// [`HistoryError::Closed`] once the committer has stopped.
 pub(crate) async fn maintain(
     queue: &mpsc::Sender<Job>,
     work: Maintenance,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, HistoryError> {
     let (reply, answer) = oneshot::channel();
     queue
         .send(Job::Maintain(MaintenanceRequest { work, reply }))
         .await
-        .map_err(|_| sqlx::Error::PoolClosed)?;
-    answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+        .map_err(|_| HistoryError::Closed)?;
+    answer.await.map_err(|_| HistoryError::Closed)?
 }
 
 /// The committer task's state.
@@ -167,13 +168,15 @@ impl Committer {
             }
             res
         })
-        .await
-        .unwrap_or_else(|_| {
-            Err(sqlx::Error::Protocol(format!(
+        .await;
+        let outcome = match outcome {
+            Ok(done) => done
+                .map_err(|e| HistoryError::Unavailable(format!("{} failed: {e}", m.work.what()))),
+            Err(_) => Err(HistoryError::Unavailable(format!(
                 "{} took longer than {COMMIT_TIMEOUT:?}",
                 m.work.what()
-            )))
-        });
+            ))),
+        };
         let _ = m.reply.send(outcome);
     }
 

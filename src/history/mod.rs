@@ -12,9 +12,12 @@
 //! - `types`: publications in and out, positions, [`Recovery`], [`CommitListener`].
 //! - `error`: [`HistoryError`].
 //! - `plan`: offset assignment and idempotency for one batch (pure, shared by the backends).
-//! - `store`: the SQLite and PostgreSQL backends behind one type, and the SQLite checkpoints.
-//! - `committer`: group commit, and the listener call in commit order.
+//! - `store`: the SQLite and PostgreSQL backends behind one type, and their maintenance
+//!   (retention deletes, WAL checkpoints).
+//! - `committer`: group commit, and the listener call in commit order; on SQLite also the
+//!   node's retention deletes and WAL rewinds, so the database has one writer.
 //! - `trimmer`: retention by age and count.
+//! - `checkpoints`: SQLite's WAL upkeep.
 //! - `health`: the availability flag and the probe that restores it.
 //! - `metrics`: the metric names.
 

@@ -12,7 +12,7 @@ use super::committer::{self, Job};
 use super::health::Health;
 use super::metrics;
 use super::store::{now_ms, Maintenance, Store};
-use super::HistoryConfig;
+use super::{HistoryConfig, HistoryError};
 
 /// Rows per age-retention delete.
 const AGE_CHUNK: i64 = 250;
@@ -42,7 +42,7 @@ pub(crate) async fn run(
                 debug!(by_age, by_count, "History trimmed.");
             }
             // The committer is gone: the history is closing.
-            Err(_) if shutdown.is_cancelled() => return,
+            Err(HistoryError::Closed) => return,
             Err(e) => warn!(error = %e, "History trim failed; retrying at the next interval."),
         }
     }
@@ -54,7 +54,7 @@ async fn trim_once(
     committer: &mpsc::Sender<Job>,
     cfg: &HistoryConfig,
     shutdown: &CancellationToken,
-) -> Result<(u64, u64), sqlx::Error> {
+) -> Result<(u64, u64), HistoryError> {
     // A run goes on while there is work, for at most one interval; then the next run goes on
     // after a pause of one interval. So retention keeps up with appends as long as half the
     // time suffices (a fixed number of chunks per run did not: 100 chunks of 1,000 every 30 s
@@ -82,7 +82,10 @@ async fn trim_once(
     loop {
         let streams = store
             .trim_candidates(cfg.retention_count, COUNT_CHUNK)
-            .await?;
+            .await
+            .map_err(|e| {
+                HistoryError::Unavailable(format!("finding streams over their count failed: {e}"))
+            })?;
         if streams.is_empty() {
             break;
         }
@@ -104,10 +107,13 @@ async fn run_chunk(
     store: &Store,
     committer: &mpsc::Sender<Job>,
     work: Maintenance,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, HistoryError> {
     if store.single_writer() {
         committer::maintain(committer, work).await
     } else {
-        store.maintain(&work).await
+        store
+            .maintain(&work)
+            .await
+            .map_err(|e| HistoryError::Unavailable(format!("{} failed: {e}", work.what())))
     }
 }

@@ -51,8 +51,7 @@ pub struct Published {
 /// Posts batches to `/v1/publish`.
 pub struct Publisher {
     http: reqwest::Client,
-    url: String,
-    /// `http://addr`, for the other publisher endpoints.
+    /// `http://addr`.
     base: String,
     key: String,
     concurrency: usize,
@@ -75,7 +74,6 @@ impl Publisher {
             .build()?;
         Ok(Self {
             http,
-            url: format!("http://{addr}/v1/publish"),
             base: format!("http://{addr}"),
             key,
             concurrency: concurrency.max(1),
@@ -106,6 +104,7 @@ impl Publisher {
     /// Falls behind (and says so in `attempted`) when the gateway answers too slowly.
     pub async fn run_step(&self, plan: StepPlan) -> Published {
         let out = Arc::new(Mutex::new(Published::default()));
+        let url: Arc<str> = format!("{}/v1/publish", self.base).into();
         let gate = Arc::new(Semaphore::new(self.concurrency));
         let started = Instant::now();
         let mut ticker = tokio::time::interval(plan.tick);
@@ -130,7 +129,7 @@ impl Publisher {
                 sent += n;
                 let (http, url, key, out) = (
                     self.http.clone(),
-                    self.url.clone(),
+                    url.clone(),
                     self.key.clone(),
                     out.clone(),
                 );
