@@ -385,20 +385,9 @@ async fn metrics_tell_the_rust_heap_from_sqlites() {
         resident >= allocated,
         "resident {resident} < allocated {allocated}"
     );
-    let rss = procfs_rss(gw.pid());
+    let rss = rss_kb(gw.pid()) * 1024;
     assert!(
         resident < rss as f64,
         "jemalloc resident {resident} >= process RSS {rss}"
     );
-}
-
-/// The process's resident set, bytes.
-fn procfs_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
 }
