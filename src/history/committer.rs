@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::error::Elapsed;
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
@@ -156,19 +157,19 @@ impl Committer {
         if m.reply.is_closed() {
             return;
         }
-        let outcome = tokio::time::timeout(COMMIT_TIMEOUT, async {
-            let mut writer = match self.writer.take() {
-                Some(w) => w,
-                None => self.store.writer().await?,
-            };
-            let res = writer.maintain(&m.work).await;
-            match &res {
-                Err(_) => writer.discard(),
-                Ok(_) => self.writer = Some(writer),
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        let outcome = match self.take_writer(deadline).await {
+            Ok(Ok(mut writer)) => {
+                let res = tokio::time::timeout_at(deadline, writer.maintain(&m.work)).await;
+                match &res {
+                    Ok(Ok(_)) => self.writer = Some(writer),
+                    _ => writer.discard(),
+                }
+                res
             }
-            res
-        })
-        .await;
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
         let outcome = match outcome {
             Ok(done) => done
                 .map_err(|e| HistoryError::Unavailable(format!("{} failed: {e}", m.work.what()))),
@@ -205,19 +206,7 @@ impl Committer {
         }
 
         let started = Instant::now();
-        let outcome = tokio::time::timeout(COMMIT_TIMEOUT, async {
-            let mut writer = match self.writer.take() {
-                Some(w) => w,
-                None => self.store.writer().await.map_err(CommitError::Store)?,
-            };
-            let res = writer.commit(&pubs).await;
-            match &res {
-                Err(CommitError::Store(_)) => writer.discard(),
-                _ => self.writer = Some(writer),
-            }
-            res
-        })
-        .await;
+        let outcome = self.commit_on_writer(&pubs).await;
 
         let results = match outcome {
             Ok(Ok(results)) => results,
@@ -232,7 +221,7 @@ impl Committer {
                 return;
             }
             Err(_) => {
-                // The abandoned writer was dropped with the future; its transaction rolls back.
+                // The abandoned writer was closed (`commit_on_writer`); its transaction rolls back.
                 self.fail(
                     replies,
                     &format!("a transaction took longer than {COMMIT_TIMEOUT:?}"),
@@ -251,6 +240,37 @@ impl Committer {
         for (reply, n) in replies.into_iter().zip(lens) {
             let _ = reply.send(Ok(rest.by_ref().take(n).collect()));
         }
+    }
+
+    /// The kept connection, or a new one from the pool before `deadline`.
+    async fn take_writer(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<Writer, sqlx::Error>, Elapsed> {
+        match self.writer.take() {
+            Some(w) => Ok(Ok(w)),
+            None => tokio::time::timeout_at(deadline, self.store.writer()).await,
+        }
+    }
+
+    /// Commits `pubs` within `COMMIT_TIMEOUT`, connection included. A connection whose batch
+    /// failed in the store, or was abandoned half-way, may still be inside its transaction:
+    /// it is closed (which rolls the transaction back), never kept or returned to the pool.
+    async fn commit_on_writer(
+        &mut self,
+        pubs: &[NewPublication],
+    ) -> Result<Result<Vec<Committed>, CommitError>, Elapsed> {
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        let mut writer = match self.take_writer(deadline).await? {
+            Ok(w) => w,
+            Err(e) => return Ok(Err(CommitError::Store(e))),
+        };
+        let res = tokio::time::timeout_at(deadline, writer.commit(pubs)).await;
+        match &res {
+            Ok(Ok(_)) | Ok(Err(CommitError::Rejected(_))) => self.writer = Some(writer),
+            _ => writer.discard(),
+        }
+        res
     }
 
     fn fail(

@@ -1,6 +1,7 @@
 //! Offset assignment and idempotency for one batch, as a pure function of what the store
 //! holds: both backends run it inside their transaction, after locking the batch's streams,
-//! so the numbers it hands out are the store's, never a cache's.
+//! so the numbers it hands out are the store's. (SQLite's committer takes the rows it wrote
+//! itself from memory: it is their only writer, see `store::sqlite::SqliteWriter`.)
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Postgres, Row, Sqlite};
+use sqlx::{Postgres, Row};
 
 use super::plan::StreamState;
 use super::{Committed, HistoryError, NewPublication, StorageConfig, StreamPosition};
@@ -31,7 +31,7 @@ pub(crate) enum Store {
 
 /// The connection the committer keeps between batches (saves a pool round trip per batch).
 pub(crate) enum Writer {
-    Sqlite(PoolConnection<Sqlite>),
+    Sqlite(sqlite::SqliteWriter),
     Postgres(PoolConnection<Postgres>),
 }
 
@@ -107,7 +107,7 @@ impl Store {
     /// A connection for the committer.
     pub(crate) async fn writer(&self) -> Result<Writer, sqlx::Error> {
         Ok(match self {
-            Store::Sqlite(p) => Writer::Sqlite(p.acquire().await?),
+            Store::Sqlite(p) => Writer::Sqlite(sqlite::SqliteWriter::new(p.acquire().await?)),
             Store::Postgres(p) => Writer::Postgres(p.acquire().await?),
         })
     }
@@ -270,7 +270,8 @@ impl Store {
 // === Writer ===
 
 impl Writer {
-    /// Commits one batch, retrying what PostgreSQL asks to retry.
+    /// Commits one batch, retrying what PostgreSQL asks to retry and, on SQLite, a batch that
+    /// collided with another process's (see `sqlite::SqliteWriter`).
     pub(crate) async fn commit(
         &mut self,
         pubs: &[NewPublication],
@@ -279,14 +280,27 @@ impl Writer {
         loop {
             attempt += 1;
             let now = now_ms();
-            let res = match self {
-                Writer::Sqlite(c) => sqlite::commit(c, pubs, now).await,
-                Writer::Postgres(c) => postgres::commit(c, pubs, now).await,
+            let (res, retry) = match self {
+                Writer::Sqlite(w) => {
+                    let res = sqlite::commit(w, pubs, now).await;
+                    // A collision means another process wrote the file: what this connection
+                    // knew of the streams is stale. The retry reads them again.
+                    let retry =
+                        matches!(&res, Err(CommitError::Store(e)) if sqlite::is_conflict(e));
+                    if retry {
+                        w.forget();
+                    }
+                    (res, retry)
+                }
+                Writer::Postgres(c) => {
+                    let res = postgres::commit(c, pubs, now).await;
+                    let retry =
+                        matches!(&res, Err(CommitError::Store(e)) if postgres::is_retryable(e));
+                    (res, retry)
+                }
             };
-            match res {
-                Err(CommitError::Store(e))
-                    if attempt < COMMIT_ATTEMPTS && postgres::is_retryable(&e) => {}
-                other => return other,
+            if !retry || attempt == COMMIT_ATTEMPTS {
+                return res;
             }
         }
     }
@@ -294,7 +308,7 @@ impl Writer {
     /// Runs maintenance on the committer's connection; returns the rows deleted.
     pub(crate) async fn maintain(&mut self, work: &Maintenance) -> Result<u64, sqlx::Error> {
         match self {
-            Writer::Sqlite(c) => sqlite_maintain(c, work).await,
+            Writer::Sqlite(w) => sqlite_maintain(w.conn(), work).await,
             Writer::Postgres(c) => postgres_maintain(c, work).await,
         }
     }
@@ -302,7 +316,7 @@ impl Writer {
     /// Drops the connection for good: after an error its state is unknown.
     pub(crate) fn discard(self) {
         match self {
-            Writer::Sqlite(c) => drop(c.detach()),
+            Writer::Sqlite(w) => drop(w.detach()),
             Writer::Postgres(c) => drop(c.detach()),
         }
     }

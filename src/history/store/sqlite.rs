@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -89,18 +90,173 @@ pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), HistoryError> {
         .map_err(|e| HistoryError::Migration(e.to_string()))
 }
 
-/// Appends one batch in one transaction.
+/// The committer's connection, and the streams it has committed to.
+pub(crate) struct SqliteWriter {
+    conn: PoolConnection<Sqlite>,
+    known: KnownStreams,
+}
+
+/// Id, epoch and last offset of the streams this connection has committed to. The committer's
+/// connection is the only writer of `streams.last_offset` (SQLite's retention runs on it too,
+/// and `positions` only inserts rows), so what it committed is what the table holds: a batch
+/// whose streams are all known skips the read and is written, committed included, in one
+/// round trip to SQLite's thread. The map dies with the connection, which the committer drops
+/// after any error. Were a second process writing the same file regardless, its offsets would
+/// collide with the ones handed out from here on the publications' primary key, and the batch
+/// would fail rather than reuse a position.
+#[derive(Default)]
+struct KnownStreams(HashMap<String, Known>);
+
+struct Known {
+    id: i64,
+    state: StreamState,
+}
+
+/// Streams remembered at most: ~150 bytes each. Past it the map starts over.
+const KNOWN_STREAMS: usize = 100_000;
+
+impl SqliteWriter {
+    pub(super) fn new(conn: PoolConnection<Sqlite>) -> SqliteWriter {
+        SqliteWriter {
+            conn,
+            known: KnownStreams::default(),
+        }
+    }
+
+    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+
+    pub(super) fn detach(self) -> SqliteConnection {
+        self.conn.detach()
+    }
+
+    /// Forgets the known streams, after a collision. Every write of a batch is `OR ROLLBACK`,
+    /// so the collision has ended the transaction already.
+    pub(super) fn forget(&mut self) {
+        self.known.0.clear();
+    }
+}
+
+/// True for a uniqueness violation: under the write lock, after the key lookup, only a stale
+/// `KnownStreams` can cause one.
+pub(super) fn is_conflict(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Appends one batch in one transaction: `BEGIN IMMEDIATE` (the write lock), reading the
+/// streams not known yet and the stored idempotency keys, then the inserts, the new last
+/// offsets and `COMMIT` sent together. A failure leaves the transaction to the connection's
+/// end: the committer drops the connection after any store error.
 pub(super) async fn commit(
-    conn: &mut SqliteConnection,
+    w: &mut SqliteWriter,
     pubs: &[NewPublication],
     now_ms: i64,
 ) -> Result<Vec<Committed>, CommitError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let streams = plan::sorted_streams(pubs);
-
-    // Existing streams first (the usual case: one indexed read), then the missing ones.
+    let keyed = plan::keyed(pubs);
     let mut states = HashMap::with_capacity(streams.len());
     let mut ids: HashMap<String, i64> = HashMap::with_capacity(streams.len());
+    let mut unknown = Vec::new();
+    for s in streams {
+        match w.known.0.get(s) {
+            Some(k) => {
+                ids.insert(s.to_owned(), k.id);
+                states.insert(s.to_owned(), k.state.clone());
+            }
+            None => unknown.push(s),
+        }
+    }
+
+    let mut existing = HashMap::new();
+    let open = !unknown.is_empty() || !keyed.is_empty();
+    if open {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *w.conn).await?;
+        read_streams(&mut w.conn, &unknown, now_ms, &mut ids, &mut states).await?;
+        read_keys(&mut w.conn, &keyed, &ids, &mut existing).await?;
+    }
+
+    let planned = match plan::plan(pubs, &states, &existing, now_ms) {
+        Ok(p) => p,
+        Err(e) => {
+            if open {
+                sqlx::query("ROLLBACK").execute(&mut *w.conn).await?;
+            }
+            return Err(CommitError::Rejected(e));
+        }
+    };
+
+    let mut qb = QueryBuilder::<Sqlite>::new(if open { "" } else { "BEGIN IMMEDIATE; " });
+    for chunk in planned.fresh.chunks(CHUNK) {
+        // OR ROLLBACK: a conflict (impossible under the write lock, after the key lookup)
+        // fails the whole batch, so SQLite needs no statement journal for the multi-row
+        // insert: that journal cost ~5 % of the gateway's CPU under S1 load.
+        qb.push(
+            "INSERT OR ROLLBACK INTO publications \
+             (stream_id, stream_offset, channel, payload, idempotency_key, published_at_ms) ",
+        );
+        qb.push_values(chunk, |mut b, &i| {
+            let c = &planned.results[i];
+            b.push_bind(ids.get(&c.stream).copied().unwrap_or(-1))
+                .push_bind(offset_i64(c.position.offset))
+                .push_bind(c.channel.as_str())
+                .push_bind(&*c.payload)
+                .push_bind(pubs[i].idempotency_key.as_deref())
+                .push_bind(c.published_at_ms);
+        });
+        qb.push("; ");
+    }
+    for chunk in planned.tops.chunks(CHUNK) {
+        qb.push("WITH v(id, top) AS (");
+        qb.push_values(chunk, |mut b, (s, top)| {
+            b.push_bind(ids.get(s).copied().unwrap_or(-1))
+                .push_bind(offset_i64(*top));
+        });
+        qb.push(
+            ") UPDATE OR ROLLBACK streams SET last_offset = v.top FROM v WHERE streams.id = v.id; ",
+        );
+    }
+    qb.push("COMMIT");
+    qb.build().persistent(false).execute(&mut *w.conn).await?;
+
+    w.known.remember(ids, states, &planned.tops);
+    Ok(planned.results)
+}
+
+impl KnownStreams {
+    /// Records the batch's streams as committed.
+    fn remember(
+        &mut self,
+        ids: HashMap<String, i64>,
+        mut states: HashMap<String, StreamState>,
+        tops: &[(String, u64)],
+    ) {
+        for (s, top) in tops {
+            if let Some(st) = states.get_mut(s) {
+                st.last_offset = *top;
+            }
+        }
+        if self.0.len() + ids.len() > KNOWN_STREAMS {
+            self.0.clear();
+        }
+        for (s, id) in ids {
+            if let Some(state) = states.remove(&s) {
+                self.0.insert(s, Known { id, state });
+            }
+        }
+    }
+}
+
+/// Reads (creating the missing ones) the rows of `streams` into the batch's maps; runs under
+/// the write lock.
+async fn read_streams(
+    conn: &mut SqliteConnection,
+    streams: &[&str],
+    now_ms: i64,
+    ids: &mut HashMap<String, i64>,
+    states: &mut HashMap<String, StreamState>,
+) -> Result<(), sqlx::Error> {
+    // Existing streams first (the usual case: one indexed read), then the missing ones.
     for chunk in streams.chunks(CHUNK) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "SELECT id, stream, epoch, last_offset FROM streams WHERE stream IN (",
@@ -110,8 +266,8 @@ pub(super) async fn commit(
             sep.push_bind(*s);
         }
         qb.push(")");
-        for row in qb.build().persistent(false).fetch_all(&mut *tx).await? {
-            read_stream(&row, &mut ids, &mut states)?;
+        for row in qb.build().persistent(false).fetch_all(&mut *conn).await? {
+            read_stream(&row, ids, states)?;
         }
     }
     let missing: Vec<&str> = streams
@@ -121,7 +277,8 @@ pub(super) async fn commit(
         .collect();
     for chunk in missing.chunks(CHUNK) {
         let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO streams (stream, epoch, last_offset, trim_floor, created_at_ms) ",
+            "INSERT OR ROLLBACK INTO streams \
+             (stream, epoch, last_offset, trim_floor, created_at_ms) ",
         );
         qb.push_values(chunk, |mut b, s| {
             b.push_bind(*s)
@@ -133,13 +290,21 @@ pub(super) async fn commit(
         // `positions` (on another connection) cannot have created one meanwhile: this
         // transaction holds the write lock.
         qb.push(" RETURNING id, stream, epoch, last_offset");
-        for row in qb.build().persistent(false).fetch_all(&mut *tx).await? {
-            read_stream(&row, &mut ids, &mut states)?;
+        for row in qb.build().persistent(false).fetch_all(&mut *conn).await? {
+            read_stream(&row, ids, states)?;
         }
     }
+    Ok(())
+}
 
-    let mut existing = HashMap::new();
-    for chunk in plan::keyed(pubs).chunks(CHUNK) {
+/// Reads the publications already stored under the batch's idempotency keys.
+async fn read_keys(
+    conn: &mut SqliteConnection,
+    keyed: &[(&str, &str)],
+    ids: &HashMap<String, i64>,
+    existing: &mut HashMap<(String, String), Existing>,
+) -> Result<(), sqlx::Error> {
+    for chunk in keyed.chunks(CHUNK) {
         // CROSS JOIN keeps the keys as the outer loop: each is one search of the unique
         // index, where `(stream_id, key) IN (VALUES ...)` scanned the whole index.
         let mut qb = QueryBuilder::<Sqlite>::new("WITH k(s, key) AS (");
@@ -153,7 +318,7 @@ pub(super) async fn commit(
              ON p.stream_id = k.s AND p.idempotency_key = k.key \
              WHERE p.idempotency_key IS NOT NULL",
         );
-        let rows = qb.build().persistent(false).fetch_all(&mut *tx).await?;
+        let rows = qb.build().persistent(false).fetch_all(&mut *conn).await?;
         if rows.is_empty() {
             continue;
         }
@@ -173,43 +338,7 @@ pub(super) async fn commit(
             );
         }
     }
-
-    let planned = plan::plan(pubs, &states, &existing, now_ms).map_err(CommitError::Rejected)?;
-
-    for chunk in planned.fresh.chunks(CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            // OR ROLLBACK: a conflict (impossible under the write lock, after the key lookup)
-            // fails the whole batch, so SQLite needs no statement journal for the multi-row
-            // insert: that journal cost ~5 % of the gateway's CPU under S1 load.
-            "INSERT OR ROLLBACK INTO publications \
-             (stream_id, stream_offset, channel, payload, idempotency_key, published_at_ms) ",
-        );
-        qb.push_values(chunk, |mut b, &i| {
-            let c = &planned.results[i];
-            b.push_bind(ids.get(&c.stream).copied().unwrap_or(-1))
-                .push_bind(offset_i64(c.position.offset))
-                .push_bind(c.channel.as_str())
-                .push_bind(&*c.payload)
-                .push_bind(pubs[i].idempotency_key.as_deref())
-                .push_bind(c.published_at_ms);
-        });
-        qb.build().persistent(false).execute(&mut *tx).await?;
-    }
-
-    for chunk in planned.tops.chunks(CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new("WITH v(id, top) AS (");
-        qb.push_values(chunk, |mut b, (s, top)| {
-            b.push_bind(ids.get(s).copied().unwrap_or(-1))
-                .push_bind(offset_i64(*top));
-        });
-        qb.push(
-            ") UPDATE OR ROLLBACK streams SET last_offset = v.top FROM v WHERE streams.id = v.id",
-        );
-        qb.build().persistent(false).execute(&mut *tx).await?;
-    }
-
-    tx.commit().await?;
-    Ok(planned.results)
+    Ok(())
 }
 
 /// Reads one `id, stream, epoch, last_offset` row into the batch's maps.
@@ -339,4 +468,49 @@ pub(crate) fn memory_used() -> i64 {
 /// Offsets are below 2^53, so they always fit.
 fn offset_i64(offset: u64) -> i64 {
     i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(epoch: &str, last_offset: u64) -> StreamState {
+        StreamState {
+            epoch: epoch.to_owned(),
+            last_offset,
+        }
+    }
+
+    #[test]
+    fn known_streams_take_the_batch_tops_and_start_over_when_full() {
+        let mut known = KnownStreams::default();
+        let ids = HashMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]);
+        let states = HashMap::from([
+            ("a".to_owned(), state("e1", 4)),
+            ("b".to_owned(), state("e2", 0)),
+        ]);
+        // `b` was only read (all its publications were duplicates): it keeps its offset.
+        known.remember(ids, states, &[("a".to_owned(), 7)]);
+        assert_eq!(known.0["a"].id, 1);
+        assert_eq!(known.0["a"].state.last_offset, 7);
+        assert_eq!(known.0["a"].state.epoch, "e1");
+        assert_eq!(known.0["b"].state.last_offset, 0);
+
+        for i in 0..KNOWN_STREAMS as i64 - 2 {
+            let s = format!("s{i}");
+            known.remember(
+                HashMap::from([(s.clone(), i + 10)]),
+                HashMap::from([(s, state("e", 1))]),
+                &[],
+            );
+        }
+        assert_eq!(known.0.len(), KNOWN_STREAMS);
+        known.remember(
+            HashMap::from([("c".to_owned(), 3)]),
+            HashMap::from([("c".to_owned(), state("e3", 9))]),
+            &[],
+        );
+        assert_eq!(known.0.len(), 1, "past the bound the map starts over");
+        assert_eq!(known.0["c"].state.last_offset, 9);
+    }
 }
