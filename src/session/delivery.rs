@@ -2,7 +2,7 @@
 //! is due for a re-send, and when the connection has to give up.
 //!
 //! The writer records every durable push it writes; the session loop applies acks and
-//! fires the re-send timer. A push is re-sent up to `max_retries` times, `ack_timeout` after
+//! fires the re-send timer (`next_check`). A push is re-sent up to `max_retries` times, `ack_timeout` after
 //! each send; after that the connection is closed with 4010 and the client resumes from
 //! its last acknowledged position. At most `max_unacked` pushes may await an ack: beyond
 //! that the client is not keeping up and is treated as a slow consumer.
@@ -20,8 +20,6 @@ use crate::hub::Publication;
 #[derive(Clone)]
 pub struct AckTracker {
     inner: Arc<Mutex<Pending>>,
-    /// Wakes the session loop when a new deadline is armed.
-    armed: Arc<tokio::sync::Notify>,
     ack_timeout: Duration,
     max_retries: u32,
     max_unacked: usize,
@@ -50,7 +48,6 @@ pub enum Expired {
 impl AckTracker {
     pub fn new(ack_timeout: Duration, max_retries: u32, max_unacked: usize) -> Self {
         Self {
-            armed: Arc::new(tokio::sync::Notify::new()),
             inner: Arc::new(Mutex::new(Pending {
                 by_id: HashMap::new(),
             })),
@@ -72,9 +69,6 @@ impl AckTracker {
         };
         let due = Instant::now() + self.ack_timeout;
         let mut pending = self.inner.lock();
-        if !pending.by_id.contains_key(&durable.message_id) {
-            self.armed.notify_one();
-        }
         let entry = pending
             .by_id
             .entry(durable.message_id.clone())
@@ -96,11 +90,6 @@ impl AckTracker {
         }
     }
 
-    /// Resolves when a new ack deadline was armed since the last call.
-    pub async fn armed(&self) {
-        self.armed.notified().await
-    }
-
     /// Applies acks; unknown, late and duplicate ids are ignored. Returns how many matched.
     pub fn ack<'a>(&self, ids: impl Iterator<Item = &'a str>) -> usize {
         let mut pending = self.inner.lock();
@@ -120,6 +109,14 @@ impl AckTracker {
     /// The earliest ack deadline, if any push awaits an ack.
     pub fn next_due(&self) -> Option<Instant> {
         self.inner.lock().by_id.values().map(|e| e.due).min()
+    }
+
+    /// When the session's timer must fire next at the latest: the earliest ack deadline, or,
+    /// with nothing awaiting an ack, one `ack_timeout` from now. A push sent from now on is due
+    /// no earlier than that, so the writer never has to wake the session to arm the timer
+    /// (it did, once per push: one more turn of the session loop for every message).
+    pub fn next_check(&self, now: Instant) -> Instant {
+        self.next_due().unwrap_or(now + self.ack_timeout)
     }
 
     /// Handles every deadline that has passed at `now`, oldest offsets first.

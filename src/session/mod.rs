@@ -112,9 +112,23 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
     };
     tokio::pin!(drain_at);
 
-    let acks_handle = session.acks.clone();
+    let expiry = sleep_until(expiry);
+    tokio::pin!(expiry);
+    // Ack mode: one timer, kept at or before the next ack deadline (`AckTracker::next_check`).
+    // It is moved earlier when a deadline needs it and otherwise left to fire, which costs a
+    // turn of the loop per `ack_timeout` rather than a timer per push.
+    let mut ack_timer = session
+        .acks
+        .as_ref()
+        .map(|acks| Box::pin(sleep_until(acks.next_check(Instant::now()).into())));
     let stop = loop {
-        let ack_due = session.acks.as_ref().and_then(AckTracker::next_due);
+        if let (Some(timer), Some(acks)) = (ack_timer.as_mut(), session.acks.as_ref()) {
+            if let Some(due) = acks.next_due().map(tokio::time::Instant::from_std) {
+                if due < timer.deadline() {
+                    timer.as_mut().reset(due);
+                }
+            }
+        }
         let replay_delay = session.replay_delay();
         tokio::select! {
             frame = stream.next() => match frame {
@@ -135,16 +149,19 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                 }
                 session.outbox.push(Outbound::Ping);
             }
-            _ = sleep_until(expiry) => break Stop::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token", "token_expired"),
+            _ = &mut expiry => break Stop::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token", "token_expired"),
             event = chain_events.recv() => match event {
                 Ok(event) => session.on_chain_event(&event),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => session.resync_chains(),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
             },
-            _ = armed(&acks_handle) => {}
-            _ = sleep_until_opt(ack_due) => {
+            _ = ack_fired(&mut ack_timer) => {
                 if let Some(stop) = session.on_ack_timer() {
                     break stop;
+                }
+                if let (Some(timer), Some(acks)) = (ack_timer.as_mut(), session.acks.as_ref()) {
+                    let now = Instant::now();
+                    timer.as_mut().reset(acks.next_check(now).into());
                 }
             }
             _ = tokio::time::sleep(replay_delay), if !session.replays.is_empty() => session.pump_replay(),
@@ -184,16 +201,10 @@ fn until_expiry(exp: u64) -> Duration {
     Duration::from_millis((exp.saturating_mul(1000)).saturating_sub(now_ms))
 }
 
-async fn armed(acks: &Option<AckTracker>) {
-    match acks {
-        Some(a) => a.armed().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at.into()).await,
+/// Resolves when the ack timer fires; never without ack mode.
+async fn ack_fired(timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
         None => std::future::pending().await,
     }
 }
