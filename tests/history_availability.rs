@@ -1,12 +1,15 @@
 //! Store outages: appends fail fast with `Unavailable`, nothing reaches the listener, the
-//! store is probed and appends resume without a gap in the offsets.
+//! store is probed and appends resume without a gap in the offsets; an append that outlives
+//! its deadline is either committed and answered, or never committed.
 
 mod history_support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use activity_gateway::history::{History, HistoryError};
-use history_support::{eventually, open, publ, quiet_cfg, Proxy, Recorder, TestStore};
+use activity_gateway::history::{CommitListener, Committed, History, HistoryError};
+use history_support::{eventually, open, publ, quiet_cfg, Backend, Proxy, Recorder, TestStore};
 use sqlx::{Connection, Executor};
 
 const S: &str = "account-activity.v1.eip155:0:0xfa11";
@@ -116,4 +119,64 @@ async fn open_fails_cleanly_when_the_store_is_unreachable() {
         .err()
         .unwrap();
     assert!(matches!(err, HistoryError::Config(_)), "{err}");
+}
+
+/// Holds the committer up, inside its first batch, for longer than an append may wait.
+#[derive(Default)]
+struct SlowFirstBatch {
+    held: AtomicBool,
+    batches: Mutex<Vec<Vec<u64>>>,
+}
+
+impl CommitListener for SlowFirstBatch {
+    fn committed(&self, batch: &[Committed]) {
+        if !self.held.swap(true, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(2600));
+        }
+        let offsets = batch.iter().map(|c| c.position.offset).collect();
+        self.batches.lock().unwrap().push(offsets);
+    }
+}
+
+/// An append's 2 s bound must not tell a publisher "nothing was published" about publications
+/// that were committed (and delivered): one already in a batch gets that batch's outcome, late;
+/// one still queued at its deadline is answered "unavailable" and never committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_past_its_deadline_is_either_committed_and_answered_or_never_committed() {
+    let store = TestStore::new(Backend::Sqlite).await;
+    let listener = Arc::new(SlowFirstBatch::default());
+    let history = History::open(&store.storage, &quiet_cfg(), listener.clone())
+        .await
+        .unwrap();
+    const HELD: &str = "account-activity.v1.eip155:0:0xaa";
+    const QUEUED: &str = "account-activity.v1.eip155:0:0xbb";
+
+    let first = tokio::spawn({
+        let h = history.clone();
+        async move { h.append(vec![publ(HELD, 0, None)]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Queued behind the held batch until after its own deadline.
+    let queued = history.append(vec![publ(QUEUED, 1, None)]).await;
+    assert!(
+        matches!(&queued, Err(HistoryError::Unavailable(m)) if m.contains("no commit within")),
+        "{queued:?}"
+    );
+
+    let first = first
+        .await
+        .unwrap()
+        .expect("committed, so answered with its position");
+    assert_eq!(first[0].position.offset, 1);
+    assert!(history.is_available());
+    // Give the committer the chance it must not take.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tops = history
+        .positions(&[HELD.to_owned(), QUEUED.to_owned()])
+        .await
+        .unwrap();
+    assert_eq!((tops[0].offset, tops[1].offset), (1, 0));
+    assert_eq!(*listener.batches.lock().unwrap(), vec![vec![1]]);
+    history.close().await;
+    store.cleanup().await;
 }

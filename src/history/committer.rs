@@ -4,6 +4,7 @@
 //! SQLite it also runs the retention deletes and WAL rewinds, between batches, so that the
 //! database never has a second writer for the committer to wait on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,29 @@ const MAX_YIELDS: usize = 4;
 pub(crate) struct Request {
     pub pubs: Vec<NewPublication>,
     pub reply: oneshot::Sender<Result<Vec<Committed>, HistoryError>>,
+    /// Settles who decides the request's fate: the committer taking it into a batch, or the
+    /// appender giving up on it. Whoever sets it first wins (`Claim`).
+    pub claim: Arc<Claim>,
+}
+
+/// The hand-off between an appender that may time out and the committer. Without it, an
+/// appender could give up (and its publisher hear "nothing was published") while the
+/// committer was already committing its publications, which were then delivered: a publisher
+/// retrying without an idempotency key would publish them twice.
+#[derive(Default)]
+pub(crate) struct Claim(AtomicBool);
+
+impl Claim {
+    /// The committer takes the request: false if the appender gave up on it first.
+    fn take(&self) -> bool {
+        !self.0.swap(true, Ordering::AcqRel)
+    }
+
+    /// The appender gives up: false if the committer took the request first, in which case its
+    /// answer is coming (within `COMMIT_TIMEOUT`) and must be awaited.
+    pub(crate) fn abandon(&self) -> bool {
+        !self.0.swap(true, Ordering::AcqRel)
+    }
 }
 
 /// What the committer's queue carries.
@@ -183,8 +207,9 @@ impl Committer {
 
     /// Commits one batch and answers its appenders; never fails (errors go to them).
     async fn commit(&mut self, mut batch: Vec<Request>) {
-        // An appender that gave up (timed out) is not committed behind its back.
-        batch.retain(|r| !r.reply.is_closed());
+        // An appender that gave up (timed out, or its caller went away) is not committed
+        // behind its back; every other one is now committed or failed, and told which.
+        batch.retain(|r| !r.reply.is_closed() && r.claim.take());
         if batch.is_empty() {
             return;
         }

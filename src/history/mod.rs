@@ -50,12 +50,14 @@ pub use types::{
 
 pub(crate) use store::sqlite_memory_used;
 
-use committer::{Committer, Job, Request};
+use committer::{Claim, Committer, Job, Request};
 use health::Health;
 use store::Store;
 
 /// Longest an `append`, `positions` or `read_after` waits for the store before answering
-/// [`HistoryError::Unavailable`].
+/// [`HistoryError::Unavailable`]. An append already in a batch being committed waits for that
+/// batch's outcome instead (at most `committer::COMMIT_TIMEOUT` more): its answer is never
+/// "unavailable" for publications that were in fact committed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Appends queued for the committer before `append` waits for room (back-pressure).
@@ -158,22 +160,28 @@ impl History {
         if !self.inner.health.is_up() {
             return Err(HistoryError::Unavailable(self.inner.health.reason()));
         }
-        let (reply, answer) = oneshot::channel();
-        let request = Request { pubs: batch, reply };
-        let call = async {
-            self.inner
-                .tx
-                .send(Job::Append(request))
-                .await
-                .map_err(|_| HistoryError::Closed)?;
-            // The committer answers every request it takes; a dropped sender means it stopped.
-            answer.await.map_err(|_| HistoryError::Closed)?
+        let (reply, mut answer) = oneshot::channel();
+        let claim = Arc::new(Claim::default());
+        let request = Request {
+            pubs: batch,
+            reply,
+            claim: claim.clone(),
         };
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(res) => res,
-            Err(_) => Err(HistoryError::Unavailable(format!(
-                "no commit within {CALL_TIMEOUT:?}"
-            ))),
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        let unavailable =
+            || HistoryError::Unavailable(format!("no commit within {CALL_TIMEOUT:?}"));
+        match tokio::time::timeout_at(deadline, self.inner.tx.send(Job::Append(request))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(HistoryError::Closed),
+            Err(_) => return Err(unavailable()),
+        }
+        // The committer answers every request it takes; a dropped sender means it stopped.
+        match tokio::time::timeout_at(deadline, &mut answer).await {
+            Ok(res) => res.map_err(|_| HistoryError::Closed)?,
+            // Still queued: it never will be committed.
+            Err(_) if claim.abandon() => Err(unavailable()),
+            // Already in a batch being committed: its outcome is the answer.
+            Err(_) => answer.await.map_err(|_| HistoryError::Closed)?,
         }
     }
 
