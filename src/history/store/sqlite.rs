@@ -101,9 +101,10 @@ pub(crate) struct SqliteWriter {
 /// and `positions` only inserts rows), so what it committed is what the table holds: a batch
 /// whose streams are all known skips the read and is written, committed included, in one
 /// round trip to SQLite's thread. The map dies with the connection, which the committer drops
-/// after any error. Were a second process writing the same file regardless, its offsets would
-/// collide with the ones handed out from here on the publications' primary key, and the batch
-/// would fail rather than reuse a position.
+/// after any error. Were a second process writing the same file regardless (an old and a new
+/// gateway overlapping on one volume), its offsets would collide with the ones handed out from
+/// here on the publications' primary key: the batch rolls back, and `Writer::commit` forgets
+/// what was known and retries, reading the rows again, rather than reuse a position.
 #[derive(Default)]
 struct KnownStreams(HashMap<String, Known>);
 
