@@ -3,9 +3,9 @@
 //!
 //! The writer records every durable push it writes; the session loop applies acks and
 //! fires the re-send timer (`next_check`). A push is re-sent up to `max_retries` times,
-//! `ack_timeout` after each send; after that the connection is closed with 4010 and the client resumes from
-//! its last acknowledged position. At most `max_unacked` pushes may await an ack: beyond
-//! that the client is not keeping up and is treated as a slow consumer.
+//! `ack_timeout` after each send; after that the connection is closed with 4010 and the
+//! client resumes from its last acknowledged position. At most `max_unacked` pushes may await
+//! an ack: beyond that the client is not keeping up and is treated as a slow consumer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
