@@ -160,6 +160,16 @@ impl Run<'_> {
         }
         s.first_step_p99_ms = self.report.steps.first().map(|s| s.latency.p99_ms);
         s.total_lost = self.report.steps.iter().map(|s| s.lost).sum();
+        // Deliveries are counted by the step stamped in them, so more than the accepted
+        // publications account for is never spill-over from another step.
+        for st in self.report.steps.iter().filter(|s| s.lost < 0) {
+            self.report.notes.push(format!(
+                "step {}: {} deliveries more than the accepted publications account for: the \
+                 gateway delivered publications whose publish request failed ({:?}), or \
+                 delivered some twice",
+                st.step, -st.lost, st.published.failures
+            ));
+        }
         if ack {
             let acks = self.report.totals.as_ref().map_or(0, |t| t.acks_sent);
             if acks == 0 {
