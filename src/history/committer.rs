@@ -181,19 +181,9 @@ impl Committer {
         if m.reply.is_closed() {
             return;
         }
-        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-        let outcome = match self.take_writer(deadline).await {
-            Ok(Ok(mut writer)) => {
-                let res = tokio::time::timeout_at(deadline, writer.maintain(&m.work)).await;
-                match &res {
-                    Ok(Ok(_)) => self.writer = Some(writer),
-                    _ => writer.discard(),
-                }
-                res
-            }
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(elapsed) => Err(elapsed),
-        };
+        let outcome = self
+            .on_writer(async |w: &mut Writer| w.maintain(&m.work).await, |_| true)
+            .await;
         let outcome = match outcome {
             Ok(done) => done
                 .map_err(|e| HistoryError::Unavailable(format!("{} failed: {e}", m.work.what()))),
@@ -231,7 +221,12 @@ impl Committer {
         }
 
         let started = Instant::now();
-        let outcome = self.commit_on_writer(&pubs).await;
+        let outcome = self
+            .on_writer(
+                async |w: &mut Writer| w.commit(&pubs).await,
+                |e| matches!(e, CommitError::Store(_)),
+            )
+            .await;
 
         let results = match outcome {
             Ok(Ok(results)) => results,
@@ -246,7 +241,7 @@ impl Committer {
                 return;
             }
             Err(_) => {
-                // The abandoned writer was closed (`commit_on_writer`); its transaction rolls back.
+                // The abandoned writer was closed (`on_writer`); its transaction rolls back.
                 self.fail(
                     replies,
                     &format!("a transaction took longer than {COMMIT_TIMEOUT:?}"),
@@ -267,33 +262,28 @@ impl Committer {
         }
     }
 
-    /// The kept connection, or a new one from the pool before `deadline`.
-    async fn take_writer(
-        &mut self,
-        deadline: tokio::time::Instant,
-    ) -> Result<Result<Writer, sqlx::Error>, Elapsed> {
-        match self.writer.take() {
-            Some(w) => Ok(Ok(w)),
-            None => tokio::time::timeout_at(deadline, self.store.writer()).await,
-        }
-    }
-
-    /// Commits `pubs` within `COMMIT_TIMEOUT`, connection included. A connection whose batch
-    /// failed in the store, or was abandoned half-way, may still be inside its transaction:
+    /// Runs `work` on the committer's connection (the kept one, or a new one from the pool)
+    /// within `COMMIT_TIMEOUT`, connection included. A connection whose work failed in the
+    /// store (`store_failed`), or was abandoned half-way, may still be inside its transaction:
     /// it is closed (which rolls the transaction back), never kept or returned to the pool.
-    async fn commit_on_writer(
+    async fn on_writer<T, E: From<sqlx::Error>>(
         &mut self,
-        pubs: &[NewPublication],
-    ) -> Result<Result<Vec<Committed>, CommitError>, Elapsed> {
+        work: impl AsyncFnOnce(&mut Writer) -> Result<T, E>,
+        store_failed: impl Fn(&E) -> bool,
+    ) -> Result<Result<T, E>, Elapsed> {
         let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-        let mut writer = match self.take_writer(deadline).await? {
-            Ok(w) => w,
-            Err(e) => return Ok(Err(CommitError::Store(e))),
+        let mut writer = match self.writer.take() {
+            Some(w) => w,
+            None => match tokio::time::timeout_at(deadline, self.store.writer()).await? {
+                Ok(w) => w,
+                Err(e) => return Ok(Err(e.into())),
+            },
         };
-        let res = tokio::time::timeout_at(deadline, writer.commit(pubs)).await;
+        let res = tokio::time::timeout_at(deadline, work(&mut writer)).await;
         match &res {
-            Ok(Ok(_)) | Ok(Err(CommitError::Rejected(_))) => self.writer = Some(writer),
-            _ => writer.discard(),
+            Ok(Err(e)) if store_failed(e) => writer.discard(),
+            Ok(_) => self.writer = Some(writer),
+            Err(_) => writer.discard(),
         }
         res
     }
