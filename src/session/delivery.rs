@@ -106,17 +106,13 @@ impl AckTracker {
         self.unacked() > self.max_unacked
     }
 
-    /// The earliest ack deadline, if any push awaits an ack.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.inner.lock().by_id.values().map(|e| e.due).min()
-    }
-
     /// When the session's timer must fire next at the latest: the earliest ack deadline, or,
     /// with nothing awaiting an ack, one `ack_timeout` from now. A push sent from now on is due
     /// no earlier than that, so the writer never has to wake the session to arm the timer
     /// (it did, once per push: one more turn of the session loop for every message).
     pub fn next_check(&self, now: Instant) -> Instant {
-        self.next_due().unwrap_or(now + self.ack_timeout)
+        let earliest = self.inner.lock().by_id.values().map(|e| e.due).min();
+        earliest.unwrap_or(now + self.ack_timeout)
     }
 
     /// Handles every deadline that has passed at `now`, oldest offsets first.

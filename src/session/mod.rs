@@ -115,18 +115,18 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
     let expiry = sleep_until(expiry);
     tokio::pin!(expiry);
     // Ack mode: one timer, kept at or before the next ack deadline (`AckTracker::next_check`).
-    // It is moved earlier when a deadline needs it and otherwise left to fire, which costs a
-    // turn of the loop per `ack_timeout` rather than a timer per push.
+    // Each turn of the loop moves it earlier when a deadline needs it, or re-arms it once it
+    // fired; otherwise it is left to fire early, which costs a turn of the loop per
+    // `ack_timeout` rather than a timer per push.
     let mut ack_timer = session
         .acks
         .as_ref()
         .map(|acks| Box::pin(sleep_until(acks.next_check(Instant::now()).into())));
     let stop = loop {
         if let (Some(timer), Some(acks)) = (ack_timer.as_mut(), session.acks.as_ref()) {
-            if let Some(due) = acks.next_due().map(tokio::time::Instant::from_std) {
-                if due < timer.deadline() {
-                    timer.as_mut().reset(due);
-                }
+            let check = tokio::time::Instant::from_std(acks.next_check(Instant::now()));
+            if timer.is_elapsed() || check < timer.deadline() {
+                timer.as_mut().reset(check);
             }
         }
         let replay_delay = session.replay_delay();
@@ -156,12 +156,9 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
             },
             _ = ack_fired(&mut ack_timer) => {
+                // The loop's next turn re-arms the timer that fired.
                 if let Some(stop) = session.on_ack_timer() {
                     break stop;
-                }
-                if let (Some(timer), Some(acks)) = (ack_timer.as_mut(), session.acks.as_ref()) {
-                    let now = Instant::now();
-                    timer.as_mut().reset(acks.next_check(now).into());
                 }
             }
             _ = tokio::time::sleep(replay_delay), if !session.replays.is_empty() => session.pump_replay(),
