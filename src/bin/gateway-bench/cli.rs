@@ -49,6 +49,11 @@ pub struct TargetArgs {
     /// Attach: the gateway's pid, for RSS and CPU from /proc.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
+    /// The server at `--addr` is the peer, nginx + Nchan, not a gateway: wallets subscribe
+    /// with a WebSocket on `/sub/<account>` (no token, no handshake), and each publication is
+    /// its own `POST /pub/<account>`. `--server-pid` is nginx's worker.
+    #[arg(long, global = true)]
+    pub nchan: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +69,20 @@ pub enum Scenario {
     S4(StormArgs),
     /// S5: S1 in ack mode (`?ack=1`) with a client that acks every `messageId` it gets.
     S5(RateArgs),
+    /// Reads two JSON reports of one scenario (the gateway's, then the peer's, from the same
+    /// run) and prints a Markdown table of their figures side by side, with ratios.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// The gateway's report (`--json` of a run).
+    pub gateway: PathBuf,
+    /// The peer's report, same scenario, same run.
+    pub peer: PathBuf,
+    /// The peer's name in the table.
+    #[arg(long, default_value = "Nchan")]
+    pub peer_name: String,
 }
 
 /// Connection set-up shared by every scenario.

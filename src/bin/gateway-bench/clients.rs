@@ -1,6 +1,7 @@
 //! The wallets: real WebSocket connections with real tokens, each subscribing like
 //! AccountActivityService does (one request, `eip155:0:<address>`), then reading pushes and
 //! recording their latency from the stamp. In ack mode each `messageId` is acked at once.
+//! Against nginx + Nchan a wallet opens `/sub/<account>` and every text frame is a push.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub struct FleetConfig {
     pub addr: SocketAddr,
     pub secret: String,
     pub ack: bool,
+    /// The server is nginx + Nchan: subscribe in the URL, no token, no handshake.
+    pub nchan: bool,
     pub read_buffer: usize,
     pub in_flight: usize,
 }
@@ -132,7 +135,7 @@ impl Fleet {
                         alive.fetch_add(1, Ordering::AcqRel);
                         let _ = done.send(Ok(t0.elapsed().as_micros() as u64));
                         drop(done);
-                        read_pushes(ws, config.ack, &recorder, &stop).await;
+                        read_pushes(ws, &config, &recorder, &stop).await;
                         alive.fetch_sub(1, Ordering::AcqRel);
                     }
                     Err(e) => {
@@ -184,14 +187,23 @@ impl Fleet {
     }
 }
 
-/// TCP connect, upgrade with `?token=`, `session-created`, subscribe, `subscribed`.
+/// TCP connect, upgrade with `?token=`, `session-created`, subscribe, `subscribed`; against
+/// Nchan, TCP connect and the upgrade to `/sub/<account>`.
 async fn open(config: &FleetConfig, account: u64, token: &str) -> Result<Ws, SetupError> {
     let tcp = TcpStream::connect(config.addr)
         .await
         .map_err(|_| SetupError::Tcp)?;
     let _ = tcp.set_nodelay(true);
-    let ack = if config.ack { "&ack=1" } else { "" };
-    let url = format!("ws://{}/v1?token={token}{ack}", config.addr);
+    let url = if config.nchan {
+        format!(
+            "ws://{}/sub/{}",
+            config.addr,
+            payload::nchan_channel(account)
+        )
+    } else {
+        let ack = if config.ack { "&ack=1" } else { "" };
+        format!("ws://{}/v1?token={token}{ack}", config.addr)
+    };
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer)
         .write_buffer_size(0)
@@ -200,6 +212,9 @@ async fn open(config: &FleetConfig, account: u64, token: &str) -> Result<Ws, Set
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config))
         .await
         .map_err(|_| SetupError::Upgrade)?;
+    if config.nchan {
+        return Ok(ws);
+    }
     let hello = next_text(&mut ws)
         .await
         .ok_or(SetupError::NoSessionCreated)?;
@@ -240,7 +255,13 @@ async fn next_text(ws: &mut Ws) -> Option<String> {
 }
 
 /// Reads until `stop`; records every stamped push.
-async fn read_pushes(mut ws: Ws, ack: bool, recorder: &Recorder, stop: &CancellationToken) {
+async fn read_pushes(
+    mut ws: Ws,
+    config: &FleetConfig,
+    recorder: &Recorder,
+    stop: &CancellationToken,
+) {
+    let (ack, nchan) = (config.ack, config.nchan);
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
@@ -252,7 +273,7 @@ async fn read_pushes(mut ws: Ws, ack: bool, recorder: &Recorder, stop: &Cancella
         match msg {
             Some(Ok(Message::Text(t))) => {
                 let frame = t.as_bytes();
-                if !frame.starts_with(br#"{"event":"data""#) {
+                if !nchan && !frame.starts_with(br#"{"event":"data""#) {
                     recorder.other_frame();
                     continue;
                 }

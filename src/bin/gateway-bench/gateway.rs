@@ -1,5 +1,6 @@
-//! The gateway under test: spawned by the generator (pinned, bounded in time, killed at the
-//! end) or attached to by address, pid and keys.
+//! The server under test: a gateway spawned by the generator (pinned, bounded in time, killed
+//! at the end) or attached to by address, pid and keys; or the peer, nginx + Nchan, attached
+//! to by address and pid.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -19,8 +20,11 @@ pub struct Target {
     pub addr: SocketAddr,
     pub secret: String,
     pub publisher_key: String,
-    /// The gateway's own pid, for /proc sampling.
+    /// The server's own pid, for /proc sampling.
     pub pid: Option<u32>,
+    /// The server is nginx + Nchan (`--nchan`): its own subscribe and publish URLs, no
+    /// token, no publish batches, no chain heartbeat.
+    pub nchan: bool,
     /// The spawned process tree, killed on drop.
     spawned: Option<Spawned>,
 }
@@ -40,7 +44,23 @@ impl Target {
     /// Spawns or attaches, as the arguments say.
     pub fn open(args: &TargetArgs, lifetime: Duration) -> Result<Target> {
         match &args.gateway_bin {
+            Some(_) if args.nchan => {
+                bail!("--nchan attaches to a running nginx: give --addr and --server-pid, not --gateway-bin")
+            }
             Some(bin) => spawn(bin, args, lifetime),
+            None if args.nchan => {
+                let Some(addr) = args.addr else {
+                    bail!("--nchan needs --addr (nginx's listen address) and --server-pid (its worker)");
+                };
+                Ok(Target {
+                    addr,
+                    secret: String::new(),
+                    publisher_key: String::new(),
+                    pid: args.server_pid,
+                    nchan: true,
+                    spawned: None,
+                })
+            }
             None => {
                 let (Some(addr), Some(secret), Some(publisher_key)) =
                     (args.addr, args.secret.clone(), args.publisher_key.clone())
@@ -52,6 +72,7 @@ impl Target {
                     secret,
                     publisher_key,
                     pid: args.server_pid,
+                    nchan: false,
                     spawned: None,
                 })
             }
@@ -144,6 +165,7 @@ fn spawn(bin: &std::path::Path, args: &TargetArgs, lifetime: Duration) -> Result
         secret,
         publisher_key,
         pid: Some(gateway_pid),
+        nchan: false,
         spawned: Some(Spawned {
             timeout,
             gateway_pid,

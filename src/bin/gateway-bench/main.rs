@@ -10,12 +10,14 @@
 //! - `procfs`: RSS and CPU seconds of the gateway (and of the generator) from /proc.
 //! - `report`: the JSON report and the readable summary.
 //! - `scenarios`: S1–S5.
+//! - `compare`: the gateway's and the peer's reports of one scenario, side by side.
 //!
 //! The generator is single-threaded on purpose: pinned to one core with `taskset`, it leaves
 //! the other core to the gateway, and its own CPU use is reported so a run can tell when the
 //! generator, not the gateway, was the limit.
 mod cli;
 mod clients;
+mod compare;
 mod gateway;
 mod payload;
 mod procfs;
@@ -26,7 +28,7 @@ mod stats;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Scenario};
@@ -39,6 +41,10 @@ const GRACE: Duration = Duration::from_secs(60);
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Compare(args) = &cli.scenario {
+        print!("{}", compare::run(args)?);
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -68,6 +74,7 @@ async fn run(cli: &Cli) -> Result<Report> {
         Scenario::S3(_) => "s3",
         Scenario::S4(_) => "s4",
         Scenario::S5(_) => "s5",
+        Scenario::Compare(_) => bail!("compare reads reports; it runs no scenario"),
     };
     let mut report = Report {
         tool: "gateway-bench",
@@ -114,6 +121,7 @@ async fn run(cli: &Cli) -> Result<Report> {
         Scenario::S3(a) => run.idle(a).await?,
         Scenario::S4(a) => run.storm(a).await?,
         Scenario::S5(a) => run.rates(Shape::Unicast, true, a).await?,
+        Scenario::Compare(_) => {}
     }
     report.server_end = procfs::Sample::of(target.pid);
     report.generator_end = procfs::Sample::of(None);

@@ -43,21 +43,34 @@ pub fn publish_channel(i: u64) -> String {
     format!("account-activity.v1.{CHAIN}:{}", address(i))
 }
 
+/// The Nchan channel id of account `i` (`/sub/<id>`, `/pub/<id>`): its address.
+pub fn nchan_channel(i: u64) -> String {
+    address(i)
+}
+
 /// Appends one `{"channel":…,"data":…}` publication for account `i` to `out`.
 pub fn write_publication(out: &mut String, channel: &str, account: &str, stamp: Stamp) {
+    out.push_str(r#"{"channel":""#);
+    out.push_str(channel);
+    out.push_str(r#"","data":"#);
+    write_data(out, account, stamp);
+    out.push('}');
+}
+
+/// Appends the ~600-byte account-activity payload (a publication's `data`) to `out`.
+pub fn write_data(out: &mut String, account: &str, stamp: Stamp) {
     use std::fmt::Write;
     // Writing to a String cannot fail.
     let _ = write!(
         out,
         concat!(
-            r#"{{"channel":"{channel}","data":{{"bench":"{step}.{seq}.{sent}","address":"{account}","#,
+            r#"{{"bench":"{step}.{seq}.{sent}","address":"{account}","#,
             r#""tx":{{"id":"0x{seq:064x}","chain":"{chain}","status":"confirmed","timestamp":{ts},"#,
             r#""from":"0x7b07000000000000000000000000000000000001","to":"{account}"}},"#,
             r#""updates":[{{"asset":{{"fungible":true,"type":"{chain}/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913","unit":"USDC","decimals":6}},"#,
             r#""postBalance":{{"amount":"0x{bal:x}"}},"#,
-            r#""transfers":[{{"from":"0x7b07000000000000000000000000000000000001","to":"{account}","amount":"0x2710"}}]}}]}}}}"#
+            r#""transfers":[{{"from":"0x7b07000000000000000000000000000000000001","to":"{account}","amount":"0x2710"}}]}}]}}"#
         ),
-        channel = channel,
         step = stamp.step,
         seq = stamp.seq,
         sent = stamp.sent_us,

@@ -1,6 +1,7 @@
 //! The publisher: the real publish API at a target rate, batched, with a bounded number of
 //! requests in flight. Each publication is stamped with its send time just before its batch
-//! is posted.
+//! is posted. Against nginx + Nchan each publication is its own `POST /pub/<account>` whose
+//! body is the payload.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ pub struct Publisher {
     base: String,
     key: String,
     concurrency: usize,
+    /// Publish to Nchan (`/pub/<account>`, one publication per request) instead.
+    nchan: bool,
     rng: Mutex<u64>,
 }
 
@@ -66,7 +69,12 @@ struct Answer {
 // === Publisher ===
 
 impl Publisher {
-    pub fn new(addr: SocketAddr, key: String, concurrency: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        addr: SocketAddr,
+        key: String,
+        concurrency: usize,
+        nchan: bool,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .http1_only()
             .tcp_nodelay(true)
@@ -77,6 +85,7 @@ impl Publisher {
             base: format!("http://{addr}"),
             key,
             concurrency: concurrency.max(1),
+            nchan,
             rng: Mutex::new(0x9e37_79b9_7f4a_7c15),
         })
     }
@@ -105,6 +114,7 @@ impl Publisher {
     pub async fn run_step(&self, plan: StepPlan) -> Published {
         let out = Arc::new(Mutex::new(Published::default()));
         let url: Arc<str> = format!("{}/v1/publish", self.base).into();
+        let batch = if self.nchan { 1 } else { plan.batch.max(1) };
         let gate = Arc::new(Semaphore::new(self.concurrency));
         let started = Instant::now();
         let mut ticker = tokio::time::interval(plan.tick);
@@ -121,20 +131,19 @@ impl Publisher {
             let elapsed = started.elapsed().as_secs_f64();
             let due = ((plan.rate as f64 * elapsed).ceil() as u64).min(total);
             while sent < due && started.elapsed() < give_up {
-                let n = (due - sent).min(plan.batch.max(1) as u64);
+                let n = (due - sent).min(batch as u64);
                 let Ok(permit) = gate.clone().acquire_owned().await else {
                     break;
                 };
-                let body = self.batch(plan, &mut seq, n);
+                let (url, body) = match self.nchan {
+                    true => self.nchan_publication(plan, &mut seq),
+                    false => (url.clone(), self.batch(plan, &mut seq, n)),
+                };
                 sent += n;
-                let (http, url, key, out) = (
-                    self.http.clone(),
-                    url.clone(),
-                    self.key.clone(),
-                    out.clone(),
-                );
+                let (http, key, out, nchan) =
+                    (self.http.clone(), self.key.clone(), out.clone(), self.nchan);
                 tokio::spawn(async move {
-                    let result = post(&http, &url, &key, body).await;
+                    let result = post(&http, &url, &key, body, nchan).await;
                     drop(permit);
                     let mut o = out.lock();
                     o.attempted += n;
@@ -165,10 +174,7 @@ impl Publisher {
             if k > 0 {
                 body.push(',');
             }
-            let account = match plan.pick {
-                Pick::Random(n) => self.next_random() % n.max(1),
-                Pick::One(a) => a,
-            };
+            let account = self.pick(plan.pick);
             let stamp = Stamp {
                 step: plan.step,
                 seq: *seq,
@@ -186,6 +192,28 @@ impl Publisher {
         body
     }
 
+    /// One stamped publication for Nchan: its `/pub/<account>` URL and the payload.
+    fn nchan_publication(&self, plan: StepPlan, seq: &mut u64) -> (Arc<str>, String) {
+        let account = self.pick(plan.pick);
+        let stamp = Stamp {
+            step: plan.step,
+            seq: *seq,
+            sent_us: now_us(),
+        };
+        *seq += 1;
+        let mut body = String::with_capacity(720);
+        payload::write_data(&mut body, &payload::address(account), stamp);
+        let url = format!("{}/pub/{}", self.base, payload::nchan_channel(account));
+        (url.into(), body)
+    }
+
+    fn pick(&self, pick: Pick) -> u64 {
+        match pick {
+            Pick::Random(n) => self.next_random() % n.max(1),
+            Pick::One(a) => a,
+        }
+    }
+
     /// xorshift64*: uniform enough to spread publications over accounts, and cheap.
     fn next_random(&self) -> u64 {
         let mut s = self.rng.lock();
@@ -196,7 +224,15 @@ impl Publisher {
     }
 }
 
-async fn post(http: &reqwest::Client, url: &str, key: &str, body: String) -> Result<u64, String> {
+/// Posts one request; the publications the server accepted. Nchan answers a stored
+/// publication with 201 or 202 and a description of the channel, not the gateway's count.
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: String,
+    nchan: bool,
+) -> Result<u64, String> {
     let response = http
         .post(url)
         .bearer_auth(key)
@@ -215,6 +251,9 @@ async fn post(http: &reqwest::Client, url: &str, key: &str, body: String) -> Res
     let bytes = response.bytes().await.map_err(|_| "body".to_owned())?;
     if !status.is_success() {
         return Err(format!("http_{}", status.as_u16()));
+    }
+    if nchan {
+        return Ok(1);
     }
     serde_json::from_slice::<Answer>(&bytes)
         .map(|a| a.accepted)

@@ -94,6 +94,8 @@ pub struct Summary {
     pub first_step_p99_ms: Option<f64>,
     pub total_lost: i64,
     pub connections_per_second: Option<f64>,
+    /// S4: the server's CPU seconds during the storm.
+    pub server_cpu_seconds: Option<f64>,
     pub server_baseline_rss_bytes: Option<u64>,
 }
 

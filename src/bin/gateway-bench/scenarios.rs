@@ -45,6 +45,7 @@ impl Run<'_> {
                 addr: self.target.addr,
                 secret: self.target.secret.clone(),
                 ack,
+                nchan: self.target.nchan,
                 read_buffer: c.client_read_buffer,
                 in_flight: c.in_flight,
             },
@@ -74,11 +75,16 @@ impl Run<'_> {
             self.target.addr,
             self.target.publisher_key.clone(),
             args.publish_concurrency,
+            self.target.nchan,
         )?;
         // The chain is up before the wallets come, as in a running deployment: otherwise the
         // first publication brings it up during step 0 and the gateway tells every connection
-        // (a 10,000-frame broadcast inside the first step's latencies).
-        if let Err(why) = publisher.heartbeat(payload::CHAIN).await {
+        // (a 10,000-frame broadcast inside the first step's latencies). Nchan has no chains.
+        let heartbeat = match self.target.nchan {
+            true => Ok(()),
+            false => publisher.heartbeat(payload::CHAIN).await,
+        };
+        if let Err(why) = heartbeat {
             self.report.notes.push(format!(
                 "{why}; the first publication brings the chain up during step 0"
             ));
@@ -243,6 +249,7 @@ impl Run<'_> {
         let server = self.server().usage_since(&srv0, wall);
         let generator = Sample::of(None).usage_since(&gen0, wall);
         self.report.summary.connections_per_second = Some(connect.per_second);
+        self.report.summary.server_cpu_seconds = Some(server.cpu_seconds);
         self.report.notes.push(format!(
             "during the storm: server {:.2} cores ({:.2} CPU s), generator {:.2} cores ({:.2} CPU s), server RSS {} MiB",
             server.cores,
