@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, NodeSeen};
 use crate::chains::{ChainView, Mode};
 use crate::node::Node;
 
@@ -182,8 +182,8 @@ struct Delivery {
 struct Cluster {
     /// `single` or `nats`.
     mode: &'static str,
-    /// Nodes seen; `null` where the transport does not report them.
-    nodes: Option<Vec<String>>,
+    /// Nodes heard from in the last 10 s, this one first; `null` for a single node.
+    nodes: Option<Vec<NodeSeen>>,
 }
 
 fn report(state: &StatusState) -> StatusReport {
@@ -254,7 +254,7 @@ fn report(state: &StatusState) -> StatusReport {
                 Broker::Local(_) => "single",
                 Broker::Nats(_) => "nats",
             },
-            nodes: None,
+            nodes: node.broker.nodes(),
         },
     }
 }

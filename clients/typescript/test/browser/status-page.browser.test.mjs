@@ -91,6 +91,46 @@ test('the status page shows a chain forced down with its reason, and refreshes i
     .waitFor({ timeout: 10_000 });
 });
 
+test('in a cluster the page lists the nodes seen', async () => {
+  const prefix = `status-${process.pid}-${Date.now()}`;
+  const env = { GATEWAY__BROKER__URL: 'nats://127.0.0.1:4222', GATEWAY__BROKER__SUBJECT_PREFIX: prefix };
+  const a = await startGateway(env);
+  cleanups.push(() => a.dispose());
+  const b = await startGateway(env);
+  cleanups.push(() => b.dispose());
+  let status;
+  await waitFor(async () => {
+    status = (await a.expectOk('GET', '/v1/status')).json;
+    return status.cluster.nodes.length === 2;
+  }, 'both nodes to be seen', 15_000);
+  assert.equal(status.cluster.mode, 'nats');
+  assert.deepEqual(status.node.broker, { kind: 'nats', status: 'up' });
+  const [self, other] = status.cluster.nodes;
+  assert.equal(self.self, true);
+  assert.equal(other.self, false);
+  assert.match(other.id, /^[0-9a-f]{8}$/u);
+  let fromB;
+  await waitFor(async () => {
+    fromB = (await b.expectOk('GET', '/v1/status')).json.cluster.nodes;
+    return fromB.length === 2;
+  }, 'the second node to see the first', 15_000);
+  assert.deepEqual(fromB.map((n) => [n.id, n.self]), [[other.id, true], [self.id, false]]);
+
+  const browser = await launch();
+  cleanups.push(() => browser.close());
+  const page = await browser.context.newPage();
+  await page.goto(`${a.httpBase}/status`);
+  await page.locator(`#cluster li[data-node="${other.id}"]`).waitFor({ timeout: 10_000 });
+  assert.match(await page.locator(`#cluster li[data-node="${self.id}"]`).textContent(), /\(this node\)/u);
+
+  // A node that stops announcing is dropped from the list.
+  await b.stop({ signal: 'SIGKILL' });
+  await waitFor(async () => {
+    status = (await a.expectOk('GET', '/v1/status')).json;
+    return status.cluster.nodes.length === 1;
+  }, 'the killed node to be forgotten', 20_000);
+});
+
 test('status.enabled = false removes the page and its JSON', async () => {
   const gw = await startGateway({ GATEWAY__STATUS__ENABLED: 'false' });
   cleanups.push(() => gw.dispose());
