@@ -1,5 +1,5 @@
 // The client against the spawned gateway: exactly-once delivery across TCP cuts, a kill -9
-// and restart, a page reload and token expiry.
+// and restart, a page reload, token expiry, an unrecoverable stream, stop() and a drain.
 
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
@@ -220,4 +220,32 @@ test('stop() closes the connection and nothing reconnects', async () => {
   await sleep(600);
   assert.equal(rec.events.disconnected.length, 1, 'no further connection');
   await assert.rejects(c.subscribe([`eip155:1:${randomEvmAddress()}`]), { code: 'stopped' });
+});
+
+test('a drain (SIGTERM): chains down, close 1012, resumed on the restarted node', async () => {
+  const gw = await gateway({ GATEWAY__SERVER__DRAIN_WINDOW: '3s' });
+  await gw.heartbeat('eip155:8453');
+  const c = client({ url: gw.wsUrl, token: () => gw.token() });
+  const rec = record(c);
+  const addr = randomEvmAddress();
+  const account = `eip155:8453:${addr}`;
+  await c.subscribe([account]);
+  for (const seq of range(1, 3)) await publishSeq(gw, addr, seq);
+  await waitFor(() => rec.of(account).length === 3, 'the first 3 notifications');
+
+  const restarting = nextEvent(c, 'disconnected', (d) => d.code === 1012, 15_000);
+  const stopped = gw.stop();
+  const restart = await restarting;
+  assert.deepEqual([restart.name, restart.action], ['restart', 'reconnect']);
+  assert.ok(
+    rec.events.chainStatus.some((e) => e.status === 'down' && e.chainIds.includes('eip155:8453')),
+    'the chain went down before the close',
+  );
+  await stopped;
+  await gw.start();
+  await nextEvent(c, 'subscribed', (s) => s.reconnect, 15_000);
+  for (const seq of range(4, 5)) await publishSeq(gw, addr, seq);
+  await waitFor(() => rec.of(account).length >= 5, '5 notifications');
+  await sleep(300);
+  assert.deepEqual(rec.of(account), range(1, 5));
 });

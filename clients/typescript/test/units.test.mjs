@@ -1,8 +1,10 @@
 // The parts without a gateway: close-code coverage against docs/protocol.md, the backoff's
-// bounds, the localStorage adapter, account validation.
+// bounds, the localStorage adapter, account validation, an HTTP refusal with Retry-After
+// (from a stand-in server: the gateway itself sends Retry-After only on publish).
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { test } from 'node:test';
 
@@ -54,4 +56,38 @@ test('subscribe refuses what is not a CAIP-10 account, before connecting', async
   await assert.rejects(c.subscribe(['0xabc']), { code: 'invalid_account', accounts: ['0xabc'] });
   assert.equal(c.state, 'idle');
   await c.stop();
+});
+
+test('an HTTP refusal of the upgrade is reported and its Retry-After is honoured', async () => {
+  let upgrades = 0;
+  const server = http.createServer();
+  server.on('upgrade', (req, socket) => {
+    upgrades += 1;
+    const body = JSON.stringify({ error: 'draining', message: 'The node is restarting.' });
+    socket.end(
+      `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 2\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const c = new ActivityClient({
+    url: `ws://127.0.0.1:${server.address().port}/v1`,
+    token: () => 't',
+    backoff: { initialMs: 10, maxMs: 10 },
+  });
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  const disconnected = new Promise((resolve) => c.on('disconnected', resolve));
+  c.start();
+  const d = await disconnected;
+  assert.equal(d.http.status, 503);
+  assert.equal(d.http.error, 'draining');
+  assert.equal(d.http.retryAfterMs, 2000);
+  assert.ok(d.reconnectInMs >= 2000, `waits ${d.reconnectInMs} ms`);
+  assert.equal(errors[0].code, 'connect_refused');
+  assert.equal(errors[0].gatewayCode, 'draining');
+  assert.equal(errors[0].httpStatus, 503);
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(upgrades, 1, 'no second attempt before Retry-After');
+  await c.stop();
+  await new Promise((resolve) => server.close(resolve));
 });
