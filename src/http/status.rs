@@ -171,8 +171,8 @@ struct Publications {
 struct Delivery {
     delivered: u64,
     acks: u64,
-    /// Pushes sent in ack mode that await an ack; `null` where this build does not count them.
-    acks_outstanding: Option<u64>,
+    /// Pushes sent in ack mode that await an ack.
+    acks_outstanding: u64,
     redeliveries: u64,
     /// Connections closed with 4010 (ack timeout).
     ack_timeouts: u64,
@@ -245,7 +245,7 @@ fn report(state: &StatusState) -> StatusReport {
         delivery: Delivery {
             delivered: c.delivered as u64,
             acks: c.acks as u64,
-            acks_outstanding: c.acks_outstanding.map(|v| v as u64),
+            acks_outstanding: c.acks_outstanding.max(0.0) as u64,
             redeliveries: c.redeliveries as u64,
             ack_timeouts: c.ack_timeouts as u64,
         },
@@ -349,7 +349,7 @@ struct Counters {
     publications: f64,
     delivered: f64,
     acks: f64,
-    acks_outstanding: Option<f64>,
+    acks_outstanding: f64,
     redeliveries: f64,
     ack_timeouts: f64,
 }
@@ -375,7 +375,7 @@ fn counters(text: &str) -> Counters {
             "gateway_publications_total" => c.publications += value,
             "gateway_notifications_delivered_total" => c.delivered += value,
             "gateway_acks_total" => c.acks += value,
-            "gateway_acks_outstanding" => *c.acks_outstanding.get_or_insert(0.0) += value,
+            "gateway_acks_outstanding" => c.acks_outstanding += value,
             "gateway_redeliveries_total" => c.redeliveries += value,
             "gateway_delivery_failures_total" if labels.contains("\"ack_timeout\"") => {
                 c.ack_timeouts += value
@@ -448,6 +448,9 @@ mod tests {
         assert_eq!(c.publications, 7.0);
         assert_eq!(c.connections, 3.0);
         assert_eq!(c.ack_timeouts, 1.0);
-        assert_eq!(c.acks_outstanding, None);
+        assert_eq!(
+            c.acks_outstanding, 0.0,
+            "absent until the first ack-mode push"
+        );
     }
 }

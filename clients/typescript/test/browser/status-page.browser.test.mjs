@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 
 import { ActivityClient } from '../../dist/index.js';
-import { REPO, publishSeq, randomEvmAddress, startGateway, waitFor } from '../helpers.mjs';
+import { REPO, publishSeq, randomEvmAddress, startGateway, startProxy, waitFor } from '../helpers.mjs';
 import { launch } from './chromium.mjs';
 
 const OUT = path.join(REPO, 'target/status-page');
@@ -26,19 +26,39 @@ test('the status page shows a chain forced down with its reason, and refreshes i
   await gw.setChainStatus('eip155:1', 'down');
 
   const addr = randomEvmAddress();
+  // A client that holds its acks back (both pushes stay outstanding), then vanishes without
+  // acking: its outstanding pushes stop counting with its connection.
+  const proxy = await startProxy(gw.port);
+  cleanups.push(() => proxy.close());
+  const holding = new ActivityClient({
+    url: `ws://127.0.0.1:${proxy.port}/v1`,
+    token: () => gw.token(),
+    ackDelayMs: 60_000,
+  });
+  cleanups.push(() => holding.stop());
+  let held = 0;
+  holding.on('notification', () => held++);
+  await holding.subscribe([`eip155:0:${addr}`]);
+  for (const seq of [1, 2]) await publishSeq(gw, addr, seq);
+  await waitFor(() => held === 2, 'both pushes');
+  let status = (await gw.expectOk('GET', '/v1/status')).json;
+  assert.deepEqual([status.delivery.acks, status.delivery.acksOutstanding], [0, 2]);
+  proxy.block();
+  proxy.cutAll();
+  await holding.stop();
+
   const client = new ActivityClient({ url: gw.wsUrl, token: () => gw.token(), ackDelayMs: 10 });
   cleanups.push(() => client.stop());
   let received = 0;
   client.on('notification', () => received++);
   await client.subscribe([`eip155:0:${addr}`]);
-  for (const seq of [1, 2]) await publishSeq(gw, addr, seq);
+  for (const seq of [3, 4]) await publishSeq(gw, addr, seq);
   await waitFor(() => received === 2, 'both pushes');
 
-  let status;
   await waitFor(async () => {
     status = (await gw.expectOk('GET', '/v1/status')).json;
-    return status.delivery.acks >= 2;
-  }, 'the acks to be counted');
+    return status.delivery.acks >= 2 && status.connections.open === 1;
+  }, 'the acks to be counted and the first client gone');
   const text = JSON.stringify(status);
   assert.equal(status.node.ready, true);
   assert.equal(status.node.state, 'ready');
@@ -47,8 +67,10 @@ test('the status page shows a chain forced down with its reason, and refreshes i
   assert.deepEqual(status.node.broker, { kind: 'local', status: 'up' });
   assert.match(status.node.version, /^\d+\.\d+\.\d+/u);
   assert.deepEqual(status.connections, { open: 1, subscriptions: 1, channels: 1 });
-  assert.equal(status.publications.total, 2);
-  assert.equal(status.delivery.delivered, 2);
+  assert.equal(status.publications.total, 4);
+  assert.equal(status.delivery.delivered, 4);
+  assert.equal(status.delivery.acks, 2);
+  assert.equal(status.delivery.acksOutstanding, 0);
   assert.equal(status.delivery.redeliveries, 0);
   assert.deepEqual(status.cluster, { mode: 'single', nodes: null });
   const chain = (id) => status.chains.find((c) => c.chainId === id);
@@ -76,7 +98,8 @@ test('the status page shows a chain forced down with its reason, and refreshes i
   assert.equal(await page.locator('tr[data-chain="eip155:8453"] td.status').textContent(), 'up');
   assert.equal(await page.locator('#node-state').textContent(), 'ready');
   assert.equal(await page.locator('#connections').textContent(), '1');
-  assert.equal(await page.locator('#pub-total').textContent(), '2');
+  assert.equal(await page.locator('#pub-total').textContent(), '4');
+  assert.equal(await page.locator('#acks-outstanding').textContent(), '0');
   assert.equal(await page.locator('#store').textContent(), 'sqlite up');
   assert.equal(await page.locator('#error').textContent(), '');
   fs.mkdirSync(OUT, { recursive: true });
