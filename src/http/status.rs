@@ -5,13 +5,14 @@
 //! routes (they answer 404 like any unknown path).
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -40,12 +41,19 @@ const PAGE: &str = include_str!("status.html");
 /// When the process started serving (the router is built once, at start).
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
-/// What the status handlers share: the metrics they read and the publication-rate sample.
+/// What the status handlers share: the metrics they read, the publication-rate sample and
+/// the last answer.
 struct StatusState {
     node: Arc<Node>,
     metrics: PrometheusHandle,
     rate: Mutex<RateSample>,
+    /// The last report, serialised, and when: the endpoint is keyless, so however often it is
+    /// asked, the metrics are rendered at most once per [`CACHE_FOR`].
+    cached: Mutex<Option<(Instant, Bytes)>>,
 }
+
+/// How long one report answers every request.
+const CACHE_FOR: Duration = Duration::from_millis(500);
 
 /// The publication counter at the last sample, to turn the total into a rate.
 struct RateSample {
@@ -80,6 +88,7 @@ pub fn routes(
             total,
             per_second: 0.0,
         }),
+        cached: Mutex::new(None),
     });
     let status_routes: Router<Arc<Node>> = Router::new()
         .route("/status", get(page))
@@ -100,8 +109,25 @@ async fn page() -> Response {
 }
 
 async fn json(State(state): State<Arc<StatusState>>) -> Response {
-    let report = report(&state);
-    ([(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
+    let body = {
+        let mut cached = state.cached.lock();
+        match &*cached {
+            Some((at, body)) if at.elapsed() < CACHE_FOR => body.clone(),
+            _ => {
+                let body = Bytes::from(serde_json::to_vec(&report(&state)).unwrap_or_default());
+                *cached = Some((Instant::now(), body.clone()));
+                body
+            }
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /v1/status`.
