@@ -21,7 +21,7 @@ if [ ! -x "${CHROMIUM_BIN:-/usr/bin/chromium}" ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends chromium
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q chromium
 fi
 (
   root="$PWD"
