@@ -210,6 +210,10 @@ fn describe() {
         "Rejected client tokens, by reason"
     );
     describe_gauge!("gateway_chain_status", "Chain status: 1 up, 0 down");
+    describe_gauge!(
+        "gateway_acks_outstanding",
+        "Pushes sent on ack-mode connections that await an ack"
+    );
     describe_counter!(
         "gateway_system_notifications_total",
         "System notifications sent to clients, by status"
@@ -227,6 +231,11 @@ fn describe() {
 /// Acks that matched a pending push.
 pub fn acks(n: u64) {
     counter!("gateway_acks_total").increment(n);
+}
+
+/// Pushes awaiting an ack (ack-mode connections of this node) changed by `delta`.
+pub fn acks_outstanding(delta: f64) {
+    gauge!("gateway_acks_outstanding").increment(delta);
 }
 
 /// Pushes sent again because no ack came in time.

@@ -9,12 +9,15 @@
 //!   account stream by offset and fills gaps from the shared history. Signs of life and
 //!   operator modes of chains are broadcast so every node agrees on chain status. While NATS
 //!   is unreachable the node reports every chain `down`, is not ready, and refuses publishes.
+//!   Nodes announce themselves so each can list the cluster's nodes on its status page.
 mod nats;
 mod order;
+mod presence;
 mod wire;
 
 pub use nats::NatsBroker;
 pub use order::{Orderer, Verdict};
+pub use presence::NodeSeen;
 pub use wire::{key_token, ChainMessage, WirePublication};
 
 use std::sync::Arc;
@@ -86,6 +89,14 @@ impl Broker {
     pub fn chain_mode(&self, chain: &ChainId, mode: Mode) {
         if let Broker::Nats(n) = self {
             n.chain_mode(chain, mode);
+        }
+    }
+
+    /// The cluster's nodes heard from recently (this one first); `None` for one node.
+    pub fn nodes(&self) -> Option<Vec<NodeSeen>> {
+        match self {
+            Broker::Local(_) => None,
+            Broker::Nats(n) => Some(n.nodes()),
         }
     }
 

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::order::{Orderer, Verdict};
+use super::presence::{NodeSeen, Presence};
 use super::wire::{key_token, ChainMessage, WirePublication};
 use crate::chains::{Chains, Mode};
 use crate::history::{History, Recovery, StreamPosition};
@@ -56,6 +57,8 @@ pub struct NatsBroker {
     /// Fires on every reconnect so each interest catches up from the history.
     reconnected: broadcast::Sender<()>,
     last_alive: Mutex<HashMap<String, Instant>>,
+    /// The cluster's nodes this node hears from.
+    presence: Arc<Presence>,
 }
 
 impl NatsBroker {
@@ -102,7 +105,11 @@ impl NatsBroker {
             up: AtomicBool::new(up),
             reconnected,
             last_alive: Mutex::new(HashMap::new()),
+            presence: Presence::new(),
         });
+        broker
+            .presence
+            .spawn(broker.client.clone(), format!("{prefix}.nodes"));
         chains.set_outage(!up);
         crate::metrics::broker_connected(up);
         tokio::spawn(publisher(broker.client.clone(), outbound_rx));
@@ -158,6 +165,11 @@ impl NatsBroker {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// The nodes heard from recently, this one first.
+    pub fn nodes(&self) -> Vec<NodeSeen> {
+        self.presence.nodes()
     }
 
     fn subject(&self, key: &str) -> String {

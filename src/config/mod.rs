@@ -14,6 +14,7 @@ use crate::auth::AuthConfig;
 use crate::broker::BrokerConfig;
 use crate::chains::ChainsConfig;
 use crate::history::{HistoryConfig, StorageConfig};
+use crate::http::StatusConfig;
 use crate::ingest::jetstream::JetStreamConfig;
 use serde_helpers::string_list;
 
@@ -33,6 +34,7 @@ pub struct Settings {
     pub history: HistoryConfig,
     pub ingest: IngestConfig,
     pub log: LogConfig,
+    pub status: StatusConfig,
 }
 
 /// `[server]`: listening, timeouts, buffers, drain.

@@ -1,11 +1,14 @@
-//! The axum router: the WebSocket endpoint, the publish and chain APIs, health and metrics.
+//! The axum router: the WebSocket endpoint, the publish and chain APIs, health, metrics and
+//! the operator status page.
 mod chains;
 mod error;
 mod keys;
 mod publish;
+mod status;
 mod ws;
 
 pub use error::ApiError;
+pub use status::StatusConfig;
 
 use std::sync::Arc;
 
@@ -21,7 +24,7 @@ use crate::node::Node;
 
 /// Builds the router for `node`.
 pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1", get(ws::upgrade))
         .route("/v1/publish", post(publish::publish))
         .route("/v1/chains", get(chains::list))
@@ -30,10 +33,11 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
         .route("/v1/chains/{chain}/status", put(chains::set_status))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        )
+        .route("/metrics", {
+            let metrics = metrics.clone();
+            get(move || std::future::ready(metrics.render()))
+        });
+    status::routes(routes, &node, metrics)
         .fallback(error::not_found)
         .with_state(node)
 }

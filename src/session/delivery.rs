@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 
 use super::Outbound;
 use crate::hub::Publication;
+use crate::metrics;
 
 /// Shared between the writer (records sends) and the session loop (acks, timers).
 #[derive(Clone)]
@@ -27,6 +28,15 @@ pub struct AckTracker {
 
 struct Pending {
     by_id: HashMap<Arc<str>, Entry>,
+}
+
+impl Drop for Pending {
+    /// The connection is gone: what it still awaited no longer counts as outstanding.
+    fn drop(&mut self) {
+        if !self.by_id.is_empty() {
+            metrics::acks_outstanding(-(self.by_id.len() as f64));
+        }
+    }
 }
 
 struct Entry {
@@ -69,15 +79,22 @@ impl AckTracker {
         };
         let due = Instant::now() + self.ack_timeout;
         let mut pending = self.inner.lock();
+        let mut added = false;
         let entry = pending
             .by_id
             .entry(durable.message_id.clone())
-            .or_insert_with(|| Entry {
-                publication: publication.clone(),
-                targets: Vec::new(),
-                resends: 0,
-                due,
+            .or_insert_with(|| {
+                added = true;
+                Entry {
+                    publication: publication.clone(),
+                    targets: Vec::new(),
+                    resends: 0,
+                    due,
+                }
             });
+        if added {
+            metrics::acks_outstanding(1.0);
+        }
         entry.due = due;
         if !entry
             .targets
@@ -93,7 +110,11 @@ impl AckTracker {
     /// Applies acks; unknown, late and duplicate ids are ignored. Returns how many matched.
     pub fn ack<'a>(&self, ids: impl Iterator<Item = &'a str>) -> usize {
         let mut pending = self.inner.lock();
-        ids.filter(|id| pending.by_id.remove(*id).is_some()).count()
+        let n = ids.filter(|id| pending.by_id.remove(*id).is_some()).count();
+        if n > 0 {
+            metrics::acks_outstanding(-(n as f64));
+        }
+        n
     }
 
     /// Pushes awaiting an ack.
