@@ -1,4 +1,5 @@
 //! The axum router: the WebSocket endpoint, the publish and chain APIs, health and metrics.
+pub mod admission;
 mod chains;
 mod error;
 mod keys;
