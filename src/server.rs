@@ -2,7 +2,10 @@
 //!
 //! A connection that sends nothing within `server.idle_timeout` is closed; a request head
 //! (an upgrade included) must arrive within `server.handshake_timeout`. Accept errors such as
-//! running out of file descriptors back off instead of spinning.
+//! running out of file descriptors back off instead of spinning. `server.max_connections`
+//! bounds the connections served here at once; a connection leaves this count when it is
+//! upgraded, and the WebSocket session then holds its own slot (`http::admission`). Each
+//! request carries the peer's address as `ConnectInfo`.
 
 use std::sync::Arc;
 use std::time::Duration;
