@@ -105,7 +105,7 @@ impl Admission {
             None => true,
             Some(value) => value.to_str().is_ok_and(|origin| {
                 let origin = normalise_origin(origin);
-                self.allowed_origins.iter().any(|a| *a == origin)
+                self.allowed_origins.contains(&origin)
             }),
         }
     }
