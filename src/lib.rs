@@ -15,8 +15,8 @@
 //! - [`chains`]: chain health and the system notifications derived from it.
 //! - [`ingest`]: validation of publications (HTTP API and the JetStream consumer), the
 //!   durable publish path and the history commit listener.
-//! - [`http`]: the axum router (WebSocket upgrade, publish, chains, health, metrics, the
-//!   operator status page).
+//! - [`http`]: the axum router (WebSocket upgrade and its admission limits, publish, chains,
+//!   health, metrics, the operator status page).
 //! - [`server`]: the accept loop with handshake and idle timeouts.
 //! - [`node`]: the state one process shares; [`app`]: start and drain.
 //! - [`config`], [`metrics`], [`shutdown`], [`dev`] (the zero-configuration mode).

@@ -126,6 +126,8 @@ async fn serve(settings: Settings, dev_mode: bool) -> Result<()> {
     let banner_settings = dev_mode.then(|| settings.clone());
     let gateway = Gateway::start(settings).await?;
     let addr = gateway.addr;
+    // Installed before `listening on` is printed, so a signal sent on seeing it is caught.
+    let mut signals = shutdown::Signals::new().context("cannot install the signal handlers")?;
     let mut stdout = std::io::stdout().lock();
     if let Some(s) = banner_settings {
         writeln!(stdout, "{}", dev::banner(&s, &addr.to_string()))?;
@@ -134,9 +136,17 @@ async fn serve(settings: Settings, dev_mode: bool) -> Result<()> {
     stdout.flush()?;
     drop(stdout);
     tracing::info!(%addr, dev = dev_mode, "Gateway listening.");
-    shutdown::signal().await;
-    gateway.drain().await;
-    Ok(())
+    signals.recv().await;
+    tokio::select! {
+        _ = gateway.drain() => Ok(()),
+        _ = signals.recv() => {
+            // The operator will not wait for the drain. Account activity is answered only once
+            // committed, so nothing acknowledged is lost; the clients still connected see
+            // their connection drop and reconnect.
+            tracing::warn!("Second signal during the drain: exiting now, without closing the remaining connections.");
+            std::process::exit(1)
+        }
+    }
 }
 
 async fn tail(url: String, token: String, ack: bool, address: String) -> Result<()> {

@@ -125,7 +125,8 @@ impl Metrics {
     }
 }
 
-/// A connection attempt's outcome: accepted, unauthorized, draining.
+/// A WebSocket upgrade's outcome: accepted, or why it was refused (docs/operations.md lists
+/// the values).
 pub fn connection_attempt(result: &'static str) {
     counter!("gateway_connection_attempts_total", "result" => result).increment(1);
 }

@@ -9,6 +9,7 @@ use crate::broker::Broker;
 use crate::chains::Chains;
 use crate::config::Settings;
 use crate::history::History;
+use crate::http::admission::Admission;
 use crate::hub::{ConnId, Hub};
 use crate::shutdown::Shutdown;
 
@@ -21,6 +22,8 @@ pub struct Node {
     pub chains: Arc<Chains>,
     pub verifier: Verifier,
     pub shutdown: Shutdown,
+    /// Who may open a WebSocket session, and the slots the open ones hold.
+    pub admission: Admission,
     next_conn: AtomicU64,
 }
 
@@ -35,6 +38,7 @@ impl Node {
         shutdown: Shutdown,
     ) -> Self {
         Self {
+            admission: Admission::new(&settings),
             settings,
             hub,
             history,

@@ -2,11 +2,15 @@
 //!
 //! A connection that sends nothing within `server.idle_timeout` is closed; a request head
 //! (an upgrade included) must arrive within `server.handshake_timeout`. Accept errors such as
-//! running out of file descriptors back off instead of spinning.
+//! running out of file descriptors back off instead of spinning. `server.max_connections`
+//! bounds the connections served here at once; a connection leaves this count when it is
+//! upgraded, and the WebSocket session then holds its own slot (`http::admission`). Each
+//! request carries the peer's address as `ConnectInfo`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -14,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::config::ServerConfig;
 
@@ -41,7 +46,7 @@ pub async fn serve(
             _ = stop.cancelled() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -53,7 +58,13 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The peer address reaches the handlers as `ConnectInfo` (admission counts by it).
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        ));
         let idle = config.idle_timeout;
         let handshake = config.handshake_timeout;
         let stop = stop.clone();

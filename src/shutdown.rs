@@ -4,7 +4,8 @@
 //! refused with 503, and each session, after a random delay within the drain window, tells
 //! its client `down` for its chains and closes with 1012. Spreading the closes keeps the
 //! clients from reconnecting in one wave. The process exits once every session has ended
-//! or the window (plus a short grace) has passed.
+//! or the window (plus a short grace) has passed; a second signal during the drain ends the
+//! process at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,24 +62,50 @@ impl Shutdown {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (Ctrl-C), listened to from creation on: a signal that arrives while
+/// nobody awaits [`Signals::recv`] is kept for the next call, so a second signal during a
+/// drain is never lost.
+pub struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; from then on these signals no longer end the process by
+    /// themselves.
+    pub fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C); never, if the handlers cannot be installed.
+pub async fn signal() {
+    match Signals::new() {
+        Ok(mut signals) => signals.recv().await,
+        Err(_) => std::future::pending::<()>().await,
     }
 }

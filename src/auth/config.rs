@@ -15,6 +15,8 @@ const DEFAULT_JWKS_CACHE_TTL: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_JWKS_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Clock skew tolerated on `exp` and `nbf`.
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
+/// Sessions one subject may hold: a wallet's few devices and tabs, with room to reconnect.
+const DEFAULT_MAX_CONNECTIONS_PER_SUBJECT: usize = 16;
 
 // === AuthConfig ===
 
@@ -55,6 +57,9 @@ pub struct AuthConfig {
     /// to a stolen token's life. Set `0s` for strict checks.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// WebSocket sessions one token subject (`sub`) may hold at once; past it, 429
+    /// `too_many_connections`. Default 16.
+    pub max_connections_per_subject: usize,
 }
 
 impl AuthConfig {
@@ -86,6 +91,7 @@ impl Default for AuthConfig {
             issuer: None,
             audience: None,
             leeway: DEFAULT_LEEWAY,
+            max_connections_per_subject: DEFAULT_MAX_CONNECTIONS_PER_SUBJECT,
         }
     }
 }
@@ -105,6 +111,10 @@ impl fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
+            .field(
+                "max_connections_per_subject",
+                &self.max_connections_per_subject,
+            )
             .finish()
     }
 }

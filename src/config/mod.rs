@@ -16,7 +16,7 @@ use crate::chains::ChainsConfig;
 use crate::history::{HistoryConfig, StorageConfig};
 use crate::http::StatusConfig;
 use crate::ingest::jetstream::JetStreamConfig;
-use serde_helpers::string_list;
+use serde_helpers::{net_list, string_list};
 
 /// Everything the gateway can be told.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,7 +57,19 @@ pub struct ServerConfig {
     pub max_queue_bytes: usize,
     pub read_buffer_bytes: usize,
     pub write_buffer_bytes: usize,
+    /// WebSocket sessions at once (and HTTP connections being served at once); an upgrade
+    /// past it gets 503 `over_capacity`.
     pub max_connections: usize,
+    /// WebSocket sessions at once from one client address (IPv6: one /64); past it, 429
+    /// `too_many_connections`.
+    pub max_connections_per_ip: usize,
+    /// Peers (CIDR blocks or addresses) whose `X-Forwarded-For` / `Forwarded` names the
+    /// client address; empty: the socket's peer is the client.
+    #[serde(deserialize_with = "net_list")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `Origin` values an upgrade may carry; empty: any. Requests without `Origin` pass.
+    #[serde(deserialize_with = "string_list")]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +86,9 @@ impl Default for ServerConfig {
             read_buffer_bytes: 1024,
             write_buffer_bytes: 4096,
             max_connections: 100_000,
+            max_connections_per_ip: 1000,
+            trusted_proxies: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -218,6 +233,15 @@ impl Settings {
         if self.limits.requests_per_second <= 0.0 || self.limits.request_burst == 0 {
             return invalid(
                 "limits.requests_per_second and limits.request_burst must be greater than 0",
+            );
+        }
+        if self.server.max_connections == 0
+            || self.server.max_connections_per_ip == 0
+            || self.auth.max_connections_per_subject == 0
+        {
+            return invalid(
+                "server.max_connections, server.max_connections_per_ip and \
+                 auth.max_connections_per_subject must be at least 1",
             );
         }
         if self.server.max_queue_bytes < 4096 {

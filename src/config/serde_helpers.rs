@@ -28,6 +28,26 @@ where
         .collect())
 }
 
+/// A list of CIDR blocks (`10.0.0.0/8`, `2001:db8::/32`) or single addresses, in either
+/// form [`string_list`] accepts.
+pub fn net_list<'de, D>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    string_list(deserializer)?
+        .into_iter()
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{item}` is neither an IP address nor a CIDR block such as 10.0.0.0/8"
+                    ))
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +66,22 @@ mod tests {
         assert_eq!(h.keys, ["x", "y"]);
         let h: Holder = serde_json::from_str(r#"{"keys":""}"#).unwrap();
         assert!(h.keys.is_empty());
+    }
+
+    #[derive(Deserialize)]
+    struct Nets {
+        #[serde(deserialize_with = "net_list")]
+        nets: Vec<ipnet::IpNet>,
+    }
+
+    #[test]
+    fn nets_take_blocks_and_single_addresses_and_name_a_bad_one() {
+        let n: Nets = serde_json::from_str(r#"{"nets":"10.0.0.0/8, 192.0.2.7,::1"}"#).unwrap();
+        let shown: Vec<String> = n.nets.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]);
+        let err = serde_json::from_str::<Nets>(r#"{"nets":["10.0.0.0/33"]}"#)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("`10.0.0.0/33`"), "{err}");
     }
 }

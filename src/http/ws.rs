@@ -1,15 +1,25 @@
-//! `GET /v1`: the WebSocket upgrade. The token is verified before the upgrade, so a bad
-//! token is a plain HTTP 401 (the real client never reaches `connected` with it).
+//! `GET /v1`: the WebSocket upgrade.
+//!
+//! Checks run cheapest first, and each refusal is a plain HTTP error with a JSON body: a
+//! draining node (503), a request that is not an upgrade (400, whatever its token), an
+//! `Origin` not allowed (403), the node's session cap (503) and the client address's cap
+//! (429), then the token (401), then the subject's cap (429). Nothing about a token is
+//! looked at before the request has shown it is an upgrade from an admissible client.
+//! The admitted session holds its slots until it ends.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use rand::Rng;
 
+use super::admission::Refused;
 use super::error::ApiError;
 use super::keys::bearer;
 use crate::auth::{self, AuthError};
@@ -18,21 +28,53 @@ use crate::node::Node;
 use crate::protocol::ErrorCode;
 use crate::session::{self, SessionInit};
 
+/// `Retry-After` on a refusal for lack of room, in seconds: random within this range, so the
+/// clients refused together do not come back together.
+const RETRY_AFTER_FULL_SECS: std::ops::RangeInclusive<u64> = 5..=15;
+
 pub async fn upgrade(
     State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let server = &node.settings.server;
     if node.shutdown.is_draining() {
         metrics::connection_attempt("draining");
-        return ApiError::new(
+        let mut err = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Draining,
             "this node is shutting down: reconnect, another node will take the connection",
+        );
+        // Spread like the drain spreads its closes: within the drain window.
+        let window = server.drain_window.as_secs().max(1);
+        err.retry_after = Some(rand::thread_rng().gen_range(1..=window));
+        return err.into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            metrics::connection_attempt("bad_request");
+            return ApiError::bad_request(format!("not a WebSocket upgrade request: {e}"))
+                .into_response();
+        }
+    };
+    if !node.admission.origin_allowed(&headers) {
+        metrics::connection_attempt("origin_not_allowed");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::OriginNotAllowed,
+            "this Origin may not connect: the gateway accepts only the origins in \
+             server.allowed_origins",
         )
         .into_response();
     }
+    let client = node.admission.client_ip(peer, &headers);
+    let slots = match node.admission.admit(client) {
+        Ok(slots) => slots,
+        Err(refused) => return refusal(refused, &node),
+    };
     let params = query.map(|q| q.0).unwrap_or_default();
     let token = params
         .get("token")
@@ -49,24 +91,71 @@ pub async fn upgrade(
             Err(e) => return unauthorized(&e),
         },
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            metrics::connection_attempt("bad_request");
-            return ApiError::bad_request(format!("not a WebSocket upgrade request: {e}"))
-                .into_response();
-        }
+    let slots = match slots.with_subject(&node.admission, &claims.sub) {
+        Ok(slots) => slots,
+        Err(refused) => return refusal(refused, &node),
     };
     let ack_mode = matches!(params.get("ack").map(String::as_str), Some("1" | "true"));
     metrics::connection_attempt("accepted");
-    let server = &node.settings.server;
     let tracker = node.shutdown.sessions().clone();
     let init = SessionInit { claims, ack_mode };
-    ws.read_buffer_size(server.read_buffer_bytes)
-        .write_buffer_size(server.write_buffer_bytes)
-        .max_message_size(server.max_message_bytes)
-        .max_frame_size(server.max_message_bytes)
-        .on_upgrade(move |socket| tracker.track_future(session::run(socket, node, init)))
+    let (read_buffer, write_buffer, max_message) = (
+        server.read_buffer_bytes,
+        server.write_buffer_bytes,
+        server.max_message_bytes,
+    );
+    ws.read_buffer_size(read_buffer)
+        .write_buffer_size(write_buffer)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                // The slots are given back when the session ends (or if the upgrade fails,
+                // when this closure is dropped unrun).
+                let _slots = slots;
+                session::run(socket, node, init).await
+            })
+        })
+}
+
+/// The answer to an upgrade refused for lack of room, with a `Retry-After`.
+fn refusal(refused: Refused, node: &Node) -> Response {
+    let (status, code, result, message) = match refused {
+        Refused::OverCapacity => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::OverCapacity,
+            "over_capacity",
+            format!(
+                "this node holds its maximum of {} connections: retry after Retry-After \
+                 seconds (another node may take the connection sooner)",
+                node.settings.server.max_connections
+            ),
+        ),
+        Refused::TooManyPerIp => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyConnections,
+            "too_many_per_ip",
+            format!(
+                "this address already holds {} connections: close one, or retry after \
+                 Retry-After seconds",
+                node.settings.server.max_connections_per_ip
+            ),
+        ),
+        Refused::TooManyPerSubject => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyConnections,
+            "too_many_per_subject",
+            format!(
+                "this token's subject already holds {} connections: close one, or retry \
+                 after Retry-After seconds",
+                node.settings.auth.max_connections_per_subject
+            ),
+        ),
+    };
+    metrics::connection_attempt(result);
+    let mut err = ApiError::new(status, code, message);
+    err.retry_after = Some(rand::thread_rng().gen_range(RETRY_AFTER_FULL_SECS));
+    err.into_response()
 }
 
 fn unauthorized(err: &AuthError) -> Response {

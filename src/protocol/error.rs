@@ -18,6 +18,10 @@ pub enum ErrorCode {
     TokenInvalid,
     TokenExpired,
     TokenNotYetValid,
+    // Admission (HTTP at the upgrade)
+    OverCapacity,
+    TooManyConnections,
+    OriginNotAllowed,
     // HTTP API
     InvalidPublication,
     InvalidRequest,
@@ -44,6 +48,9 @@ impl ErrorCode {
             ErrorCode::TokenInvalid => "token_invalid",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::OverCapacity => "over_capacity",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::InvalidPublication => "invalid_publication",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::Unauthorized => "unauthorized",

@@ -100,10 +100,11 @@ impl TestGateway {
         format!("ws://{}/v1?token={token}", self.addr)
     }
 
-    /// Connects with a fresh valid token and reads `session-created`.
+    /// Connects with a fresh valid token for a subject of its own (as a distinct wallet
+    /// would, so per-subject limits never bind) and reads `session-created`.
     pub async fn client(&self) -> WsClient {
-        self.client_at(&self.ws_url(&self.token("wallet", 3600)))
-            .await
+        let sub = format!("wallet-{}", uuid::Uuid::new_v4());
+        self.client_at(&self.ws_url(&self.token(&sub, 3600))).await
     }
 
     pub async fn client_at(&self, url: &str) -> WsClient {

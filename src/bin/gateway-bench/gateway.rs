@@ -120,6 +120,9 @@ fn spawn(bin: &std::path::Path, args: &TargetArgs, lifetime: Duration) -> Result
             format!("bench-admin-{}", uuid::Uuid::new_v4()),
         )
         .env("GATEWAY__CHAINS__KNOWN", KNOWN_CHAINS)
+        // Every simulated wallet connects from loopback: one address, far past the default
+        // per-address limit.
+        .env("GATEWAY__SERVER__MAX_CONNECTIONS_PER_IP", "1000000")
         .env(
             "GATEWAY__STORAGE__URL",
             format!("sqlite://{}/gateway.db", data_dir.display()),
