@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// An idempotency id with a NUL is a 400 `invalid_id` naming the item, not a 503 that the
 /// publisher would retry forever; the gateway stays ready and keeps accepting publications.
@@ -40,4 +40,185 @@ async fn an_id_the_store_cannot_hold_is_a_400_not_a_503() {
         json!({"n": 1}),
         "only the valid one is delivered"
     );
+}
+
+/// A random EVM address.
+fn random_address() -> String {
+    format!(
+        "0x{:016x}{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
+}
+
+/// The gateway's SQLite file (the default store of `TestGateway`).
+async fn sqlite_file(gw: &TestGateway) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}/gateway.db", gw.data_dir.path().display());
+    sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("open the gateway's SQLite file")
+}
+
+async fn stream_rows(gw: &TestGateway) -> i64 {
+    let mut db = sqlite_file(gw).await;
+    sqlx::query_scalar("SELECT COUNT(*) FROM streams")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+fn ack_url(gw: &TestGateway, sub: &str) -> String {
+    format!("{}&ack=1", gw.ws_url(&gw.token(sub, 3600)))
+}
+
+/// A subscribe request with resume positions.
+fn resume(channel: &str, position: &Value) -> (String, Value) {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let msg = json!({"event": "subscribe", "data": {"requestId": request_id, "channels": [channel], "positions": {channel: position}}});
+    (request_id, msg)
+}
+
+/// Subscribing in ack mode reads positions and writes nothing: 10 requests of 64 random
+/// accounts leave the store without a single stream row. A client that subscribed before an
+/// account's first publication resumes from the position it was given and recovers every
+/// publication made since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_writes_nothing_and_an_early_subscriber_recovers_everything() {
+    let gw = TestGateway::start(&[]).await;
+    for i in 0..10 {
+        let mut c = gw.client_at(&ack_url(&gw, &format!("w{i}"))).await;
+        let channels: Vec<String> = (0..64).map(|_| aa("eip155:0", &random_address())).collect();
+        let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+        let reply = c.subscribe(&refs).await;
+        for ch in &channels {
+            let p = &reply["data"]["positions"][ch];
+            assert_eq!(p["offset"], 0, "{reply}");
+            assert!(
+                p["epoch"].as_str().is_some_and(|e| e.starts_with("none.")),
+                "{reply}"
+            );
+        }
+    }
+    assert_eq!(
+        stream_rows(&gw).await,
+        0,
+        "reading positions wrote stream rows"
+    );
+
+    // Subscribed before the first publication, then cut.
+    let ch = aa("eip155:0", ADDR_A);
+    let mut early = gw.client_at(&ack_url(&gw, "early")).await;
+    let start = early.subscribe(&[&ch]).await["data"]["positions"][&ch].clone();
+    drop(early);
+    let pubs: Vec<Value> = (1..=3)
+        .map(|n| json!({"channel": aa("eip155:1", ADDR_A), "data": {"n": n}}))
+        .collect();
+    let (status, body) = gw.publish(json!({"publications": pubs})).await;
+    assert_eq!(status, 200, "{body}");
+    let epoch = body["publications"][0]["position"]["epoch"].clone();
+
+    let mut back = gw.client_at(&ack_url(&gw, "early")).await;
+    let (rid, msg) = resume(&ch, &start);
+    back.send(msg).await;
+    let r = back.reply_to(&rid).await;
+    assert_eq!(
+        r["data"]["recovery"][&ch],
+        json!({"recovered": true, "replayed": 3}),
+        "{r}"
+    );
+    assert_eq!(
+        r["data"]["positions"][&ch],
+        json!({"epoch": epoch, "offset": 3})
+    );
+    for n in 1..=3 {
+        let p = back.next_push().await;
+        assert_eq!(p["data"], json!({"n": n}));
+        assert_eq!(p["position"], json!({"epoch": epoch, "offset": n}));
+    }
+    assert_eq!(stream_rows(&gw).await, 1);
+}
+
+/// Streams that retention left without publications are removed, and the store keeps
+/// working: the next publication on such an account starts a new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_emptied_by_retention_are_removed() {
+    let gw = TestGateway::start(&[
+        ("GATEWAY__HISTORY__RETENTION_AGE", "200ms"),
+        ("GATEWAY__HISTORY__TRIM_INTERVAL", "100ms"),
+    ])
+    .await;
+    let addresses: Vec<String> = (0..3).map(|_| random_address()).collect();
+    for a in &addresses {
+        let (status, body) = gw
+            .publish(json!({"channel": aa("eip155:1", a), "data": {"n": 1}}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    gw.wait_metric(
+        "gateway_history_streams_removed_total",
+        3.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(stream_rows(&gw).await, 0);
+
+    let mut c = gw.client().await;
+    c.subscribe(&[&aa("eip155:0", &addresses[0])]).await;
+    let (status, body) = gw
+        .publish(json!({"channel": aa("eip155:1", &addresses[0]), "data": {"n": 2}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["publications"][0]["position"]["offset"], 1, "{body}");
+    assert_eq!(c.next_push().await["data"], json!({"n": 2}));
+}
+
+/// A read that fails (here: a stored payload that is not UTF-8) answers the client that asked
+/// with `store_unavailable` for that channel, and nothing else: publishes are still accepted,
+/// `/readyz` stays true and a well-behaved client keeps getting its pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_fails_its_client_only() {
+    let gw = TestGateway::start(&[]).await;
+    let broken = random_address();
+    let ch = aa("eip155:0", &broken);
+    let (status, body) = gw
+        .publish(json!({"channel": aa("eip155:1", &broken), "data": {"n": 1}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let epoch = body["publications"][0]["position"]["epoch"].clone();
+    {
+        let mut db = sqlite_file(&gw).await;
+        let done = sqlx::query("UPDATE publications SET payload = x'ff00fe'")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+    let mut good = gw.client().await;
+    good.subscribe(&[&aa("eip155:0", ADDR_A)]).await;
+
+    for _ in 0..3 {
+        let mut resumer = gw.client_at(&ack_url(&gw, "r")).await;
+        let (rid, msg) = resume(&ch, &json!({"epoch": epoch, "offset": 0}));
+        resumer.send(msg).await;
+        let r = resumer.reply_to(&rid).await;
+        assert_eq!(
+            r["data"]["recovery"][&ch],
+            json!({"recovered": false, "replayed": 0, "reason": "store_unavailable"}),
+            "{r}"
+        );
+        let (status, text) = gw.get("/readyz").await;
+        assert_eq!(status, 200, "a failed read took readiness down: {text}");
+        let (status, body) = gw
+            .publish(json!({"channel": aa("eip155:1", ADDR_A), "data": {"n": 7}}))
+            .await;
+        assert_eq!(status, 200, "a failed read took publishing down: {body}");
+        let push = tokio::time::timeout(Duration::from_secs(1), good.next_push())
+            .await
+            .expect("the well-behaved client got its push within 1 s");
+        assert_eq!(push["data"], json!({"n": 7}));
+    }
+    assert_eq!(gw.metric("gateway_store_available").await, 1.0);
+    assert_eq!(gw.metric("gateway_history_read_failures_total").await, 3.0);
 }

@@ -120,6 +120,22 @@ impl TestStore {
     }
 }
 
+/// Rows of the `streams` table, read on a connection of the test's own.
+pub async fn stream_rows(storage: &StorageConfig) -> i64 {
+    let sql = "SELECT COUNT(*) FROM streams";
+    if storage.url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(&storage.url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        n
+    } else {
+        let mut c = sqlx::PgConnection::connect(&storage.url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        n
+    }
+}
+
 /// Records what the committer passes to the listener.
 #[derive(Default)]
 pub struct Recorder {
