@@ -222,3 +222,103 @@ async fn a_failed_read_fails_its_client_only() {
     assert_eq!(gw.metric("gateway_store_available").await, 1.0);
     assert_eq!(gw.metric("gateway_history_read_failures_total").await, 3.0);
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    /// Mounts a tmpfs of `mib` MiB, or says why it cannot (mounting needs root).
+    fn mount(mib: u32) -> Result<TinyDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(TinyDisk { dir })
+    }
+
+    /// Writes a file until the filesystem is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// On a full disk the store is down and stays down: every publish gets 503 and `/readyz`
+/// stays false (no flapping while each batch fails), until space is freed; then both recover
+/// by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_steady_outage() {
+    let disk = match TinyDisk::mount(16) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED a_full_disk_is_a_steady_outage: cannot mount a tmpfs ({why})");
+            return;
+        }
+    };
+    let url = format!("sqlite://{}/gateway.db", disk.dir.path().display());
+    let gw = TestGateway::start(&[
+        ("GATEWAY__STORAGE__URL", &url),
+        ("GATEWAY__STORAGE__SQLITE_MIN_FREE_MIB", "4"),
+    ])
+    .await;
+    let channel = aa("eip155:1", ADDR_A);
+    let big = "x".repeat(256 * 1024);
+    let gw = &gw;
+    let (channel, big) = (&channel, &big);
+    let publish = |n: u64| {
+        let body = json!({"channel": channel, "data": {"n": n, "pad": big}});
+        async move { gw.publish(body).await.0 }
+    };
+    assert_eq!(publish(0).await, 200);
+    let filler = disk.fill();
+
+    // The disk is full: publishing fails once the WAL needs room.
+    let mut n = 1;
+    while publish(n).await == 200 {
+        n += 1;
+        assert!(n < 200, "publishes kept succeeding on a full disk");
+    }
+    // A steady outage: for 4 s (four probes), every publish and every readiness check fails.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        let (ready, text) = gw.get("/readyz").await;
+        assert_eq!(ready, 503, "readiness flapped on a full disk: {text}");
+        assert_eq!(
+            publish(n).await,
+            503,
+            "a publish was accepted on a full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gw.metric("gateway_store_available").await, 0.0);
+
+    std::fs::remove_file(filler).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the store is writable again",
+        || async { gw.get("/readyz").await.0 == 200 },
+    )
+    .await;
+    assert_eq!(publish(n + 1).await, 200);
+}

@@ -147,6 +147,7 @@ impl History {
             tokio::spawn(health::run_probe(
                 store.clone(),
                 health.clone(),
+                u64::from(storage.sqlite_min_free_mib) * 1024 * 1024,
                 shutdown.clone(),
             )),
         ];

@@ -247,11 +247,12 @@ impl Store {
         }
     }
 
-    /// Succeeds when the store can take writes again.
-    pub(crate) async fn probe(&self) -> Result<(), sqlx::Error> {
+    /// Succeeds when the store can take writes again (on SQLite: a real write, and at least
+    /// `sqlite_min_free_bytes` free on its filesystem); else says why not.
+    pub(crate) async fn probe(&self, sqlite_min_free_bytes: u64) -> Result<(), String> {
         match self {
-            Store::Sqlite(p) => sqlite::probe(p).await,
-            Store::Postgres(p) => postgres::probe(p).await,
+            Store::Sqlite(p) => sqlite::probe(p, sqlite_min_free_bytes).await,
+            Store::Postgres(p) => postgres::probe(p).await.map_err(|e| e.to_string()),
         }
     }
 

@@ -483,11 +483,50 @@ pub(super) async fn rewind_wal(conn: &mut SqliteConnection) -> Result<u64, sqlx:
 /// Longest a RESTART checkpoint waits for readers.
 const RESTART_WAIT: Duration = Duration::from_millis(20);
 
-/// Succeeds only if the database can be written: a `SELECT 1` would pass while another
-/// process holds the write lock.
-pub(super) async fn probe(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    tx.rollback().await
+/// Succeeds only if the database can take writes: the filesystem holding it has at least
+/// `min_free_bytes` available, and a real write commits. A probe that wrote nothing (or only
+/// reused room the WAL file already has) would pass on a full disk while every batch fails,
+/// and readiness would flap; a `SELECT 1` would even pass while another process holds the
+/// write lock. Answers why not, for the operators and the refused publishers.
+pub(super) async fn probe(pool: &SqlitePool, min_free_bytes: u64) -> Result<(), String> {
+    let file = pool.connect_options().get_filename().to_path_buf();
+    if let Some(free) = free_bytes(&file) {
+        if free < min_free_bytes {
+            return Err(format!(
+                "only {} MiB free on the filesystem of {} (storage.sqlite_min_free_mib = {}); \
+                 free some space there",
+                free / (1024 * 1024),
+                file.display(),
+                min_free_bytes / (1024 * 1024)
+            ));
+        }
+    }
+    let write = async {
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT OR REPLACE INTO store_probe (id, at_ms) VALUES (1, $1)")
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    };
+    write.await.map_err(|e: sqlx::Error| e.to_string())
+}
+
+/// Bytes available to the gateway on the filesystem holding `file` (its directory, since the
+/// file may be gone); `None` where that cannot be told.
+fn free_bytes(file: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty())?;
+        let st = rustix::fs::statvfs(dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        None
+    }
 }
 
 /// Bytes SQLite holds from the heap in this process (page caches, statements, schemas), for

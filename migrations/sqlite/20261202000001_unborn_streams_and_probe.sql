@@ -7,3 +7,11 @@
 DELETE FROM streams
  WHERE last_offset = 0
    AND NOT EXISTS (SELECT 1 FROM publications p WHERE p.stream_id = streams.id);
+
+-- The availability probe commits a real write here (one row, overwritten), so that a store that
+-- cannot be written (a full disk, a read-only file) stays unavailable instead of passing a probe
+-- that writes nothing.
+CREATE TABLE IF NOT EXISTS store_probe (
+    id    INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL
+);
