@@ -283,7 +283,7 @@ async fn a_full_disk_is_a_steady_outage() {
     ])
     .await;
     let channel = aa("eip155:1", ADDR_A);
-    let big = "x".repeat(256 * 1024);
+    let big = "x".repeat(200 * 1024);
     let gw = &gw;
     let (channel, big) = (&channel, &big);
     let publish = |n: u64| {
@@ -321,4 +321,76 @@ async fn a_full_disk_is_a_steady_outage() {
     )
     .await;
     assert_eq!(publish(n + 1).await, 200);
+}
+
+/// A publication whose push could not be queued to a subscriber is refused at publish with
+/// 413 `publication_too_large` (nothing is stored or delivered), instead of closing every
+/// subscriber with 1013 and being replayed to acking clients on every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_no_queue_can_hold_is_refused_at_publish() {
+    let gw = TestGateway::start(&[]).await;
+    let ch = aa("eip155:0", ADDR_A);
+    let mut plain = gw.client().await;
+    plain.subscribe(&[&ch]).await;
+    let mut acking = gw.client_at(&ack_url(&gw, "a")).await;
+    acking.subscribe(&[&ch]).await;
+
+    // A body of exactly publish.max_body_bytes (1 MiB): its push is larger than a connection's
+    // whole queue (server.max_queue_bytes, 1 MiB).
+    let channel = aa("eip155:1", ADDR_A);
+    let frame = |pad: &str| json!({"channel": channel, "data": {"pad": pad}}).to_string();
+    let pad = "x".repeat(1024 * 1024 - frame("").len());
+    let body = frame(&pad);
+    assert_eq!(body.len(), 1024 * 1024);
+    let (status, answer) = gw
+        .raw(
+            "POST",
+            "/v1/publish",
+            Some(&gw.publisher_key),
+            Some(("application/json", body.into_bytes())),
+        )
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"], "publication_too_large", "{answer}");
+    assert_eq!(answer["errors"][0]["index"], 0, "{answer}");
+    assert_eq!(answer["errors"][0]["code"], "publication_too_large");
+
+    let (status, _) = gw
+        .publish(json!({"channel": channel, "data": {"n": 1}}))
+        .await;
+    assert_eq!(status, 200);
+    for c in [&mut plain, &mut acking] {
+        let push = tokio::time::timeout(Duration::from_secs(1), c.next_push())
+            .await
+            .expect("the subscriber got the next push within 1 s");
+        assert_eq!(
+            push["data"],
+            json!({"n": 1}),
+            "the refused one was not delivered"
+        );
+    }
+    assert_eq!(
+        gw.metric("gateway_slow_consumer_disconnects_total").await,
+        0.0
+    );
+}
+
+/// A configuration whose publish bounds let through a publication that a connection's queue
+/// cannot hold is refused at start, naming the keys to change.
+#[test]
+fn a_queue_too_small_for_the_largest_publication_is_refused_at_start() {
+    let out = std::process::Command::new(bin())
+        .env_clear()
+        .env("GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+        .env("GATEWAY__AUTH__HS256_SECRET", "s")
+        .env("GATEWAY__SERVER__MAX_QUEUE_BYTES", "65536")
+        .output()
+        .expect("run the gateway");
+    assert!(!out.status.success(), "started with a queue too small");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("publish.max_publication_bytes")
+            && stderr.contains("server.max_queue_bytes"),
+        "{stderr}"
+    );
 }
