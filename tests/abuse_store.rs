@@ -379,15 +379,30 @@ async fn a_publication_no_queue_can_hold_is_refused_at_publish() {
 /// cannot hold is refused at start, naming the keys to change.
 #[test]
 fn a_queue_too_small_for_the_largest_publication_is_refused_at_start() {
-    let out = std::process::Command::new(bin())
+    let mut child = std::process::Command::new(bin())
         .env_clear()
         .env("GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
         .env("GATEWAY__AUTH__HS256_SECRET", "s")
         .env("GATEWAY__SERVER__MAX_QUEUE_BYTES", "65536")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run the gateway");
-    assert!(!out.status.success(), "started with a queue too small");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway started with a queue too small for its largest publication");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(
         stderr.contains("publish.max_publication_bytes")
             && stderr.contains("server.max_queue_bytes"),
