@@ -379,10 +379,17 @@ async fn a_publication_no_queue_can_hold_is_refused_at_publish() {
 /// cannot hold is refused at start, naming the keys to change.
 #[test]
 fn a_queue_too_small_for_the_largest_publication_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(bin())
         .env_clear()
         .env("GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
         .env("GATEWAY__AUTH__HS256_SECRET", "s")
+        .env("GATEWAY__PUBLISH__API_KEYS", "k")
+        .env("GATEWAY__ADMIN__API_KEYS", "a")
+        .env(
+            "GATEWAY__STORAGE__URL",
+            format!("sqlite://{}/gateway.db", dir.path().display()),
+        )
         .env("GATEWAY__SERVER__MAX_QUEUE_BYTES", "65536")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
