@@ -106,6 +106,12 @@ async fn subscribing_writes_nothing_and_an_early_subscriber_recovers_everything(
         0,
         "reading positions wrote stream rows"
     );
+    let wal = std::fs::metadata(gw.data_dir.path().join("gateway.db-wal")).map_or(0, |m| m.len());
+    eprintln!("WAL after 640 positions read: {wal} bytes");
+    assert!(
+        wal < 256 * 1024,
+        "640 position reads grew the WAL to {wal} bytes"
+    );
 
     // Subscribed before the first publication, then cut.
     let ch = aa("eip155:0", ADDR_A);

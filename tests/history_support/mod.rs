@@ -122,7 +122,11 @@ impl TestStore {
 
 /// Rows of the `streams` table, read on a connection of the test's own.
 pub async fn stream_rows(storage: &StorageConfig) -> i64 {
-    let sql = "SELECT COUNT(*) FROM streams";
+    scalar(storage, "SELECT COUNT(*) FROM streams").await
+}
+
+/// The one integer `sql` answers, read on a connection of the test's own.
+pub async fn scalar(storage: &StorageConfig, sql: &str) -> i64 {
     if storage.url.starts_with("sqlite:") {
         let mut c = sqlx::SqliteConnection::connect(&storage.url).await.unwrap();
         let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
