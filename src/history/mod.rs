@@ -404,14 +404,6 @@ mod tests {
     }
 
     #[test]
-    fn reads_leave_two_connections_to_the_writes() {
-        assert_eq!(read_turns(8), 6);
-        assert_eq!(read_turns(3), 1);
-        assert_eq!(read_turns(2), 1);
-        assert_eq!(read_turns(0), 1, "pools have at least two connections");
-    }
-
-    #[test]
     fn recovery_failures_have_wire_names() {
         assert_eq!(RecoveryFailure::EpochChanged.as_str(), "epoch_changed");
         assert_eq!(RecoveryFailure::Trimmed.as_str(), "trimmed");
