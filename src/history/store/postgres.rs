@@ -237,9 +237,17 @@ pub(super) async fn trim_count(
     Ok(deleted)
 }
 
-/// Succeeds if the server answers.
+/// Succeeds if the database commits a real write: a `SELECT 1` passes on a server that cannot
+/// write (a full disk, a read-only standby), and readiness would flap while every batch fails.
 pub(super) async fn probe(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+    sqlx::query(
+        "INSERT INTO store_probe (id, at_ms) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET at_ms = EXCLUDED.at_ms",
+    )
+    .bind(super::now_ms())
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 /// True for the errors that a retry of the same transaction resolves.

@@ -7,3 +7,11 @@
 DELETE FROM streams
  WHERE last_offset = 0
    AND NOT EXISTS (SELECT 1 FROM publications p WHERE p.stream_id = streams.id);
+
+-- The availability probe commits a real write here (one row, overwritten by every node), so that
+-- a database that cannot take writes (a full disk, a read-only replica) stays unavailable
+-- instead of passing a probe that only reads.
+CREATE TABLE IF NOT EXISTS store_probe (
+    id    INT    PRIMARY KEY,
+    at_ms BIGINT NOT NULL
+);
