@@ -227,6 +227,14 @@ fn describe() {
         "gateway_publish_rejected_total",
         "Publish requests rejected, by code"
     );
+    describe_counter!(
+        "gateway_history_streams_removed_total",
+        "Streams (account rows) removed once retention left them without publications"
+    );
+    describe_counter!(
+        "gateway_history_read_failures_total",
+        "History reads (positions, resumes) that failed or timed out; the store stays available"
+    );
 }
 
 /// Acks that matched a pending push.

@@ -5,12 +5,13 @@ mod history_support;
 
 use std::collections::HashMap;
 
-use history_support::{open, publ, quiet_cfg, Backend, TestStore};
+use activity_gateway::history::{Recovery, StreamPosition};
+use history_support::{open, publ, quiet_cfg, stream_rows, Backend, TestStore};
 
 both_backends!(
     concurrent_appenders_get_contiguous_offsets_in_order,
     idempotent_retry_returns_the_original_position,
-    positions_create_streams_with_a_stable_epoch,
+    positions_write_nothing_and_resume_from_the_first_publication,
     data_and_epoch_survive_close_and_reopen,
     empty_and_invalid_appends,
 );
@@ -130,7 +131,7 @@ async fn idempotent_retry_returns_the_original_position(backend: Backend) {
     store.cleanup().await;
 }
 
-async fn positions_create_streams_with_a_stable_epoch(backend: Backend) {
+async fn positions_write_nothing_and_resume_from_the_first_publication(backend: Backend) {
     let store = TestStore::new(backend).await;
     let (history, _rec) = open(&store.storage, &quiet_cfg()).await;
     let s = "account-activity.v1.eip155:0:0xcc".to_owned();
@@ -138,19 +139,53 @@ async fn positions_create_streams_with_a_stable_epoch(backend: Backend) {
 
     let p1 = history.positions(&[s.clone(), t.clone()]).await.unwrap();
     assert_eq!(p1.len(), 2);
-    assert_eq!(p1[0].offset, 0);
-    assert_eq!(p1[0].epoch.len(), 16);
-    assert_ne!(p1[0].epoch, p1[1].epoch, "each stream has its own epoch");
-    let p2 = history.positions(std::slice::from_ref(&s)).await.unwrap();
-    assert_eq!(p2[0], p1[0], "the epoch handed out stays");
+    for p in &p1 {
+        assert_eq!(p.offset, 0);
+        assert!(p.epoch.starts_with("none."), "an unborn position: {p:?}");
+    }
+    assert_eq!(
+        stream_rows(&store.storage).await,
+        0,
+        "reading a position writes nothing"
+    );
 
-    // The first append continues the epoch that positions() created.
-    let out = history.append(vec![publ(&s, 1, None)]).await.unwrap();
-    assert_eq!(out[0].position.epoch, p1[0].epoch);
+    // The first appends create the stream in an epoch of its own; a resume from the unborn
+    // position replays all of them, in that epoch.
+    let out = history
+        .append(vec![publ(&s, 1, None), publ(&s, 2, None)])
+        .await
+        .unwrap();
+    let epoch = out[0].position.epoch.clone();
+    assert_eq!(epoch.len(), 16);
     assert_eq!(out[0].position.offset, 1);
-    let p3 = history.positions(&[t, s]).await.unwrap();
-    assert_eq!(p3[0], p1[1], "result order = input order");
-    assert_eq!(p3[1].offset, 1);
+    match history.read_after(&s, &p1[0], 100).await.unwrap() {
+        Recovery::Recovered { publications, more } => {
+            let got: Vec<StreamPosition> = publications.into_iter().map(|p| p.position).collect();
+            let want: Vec<StreamPosition> = (1..=2)
+                .map(|offset| StreamPosition {
+                    epoch: epoch.clone(),
+                    offset,
+                })
+                .collect();
+            assert_eq!(got, want);
+            assert!(!more);
+        }
+        Recovery::Failed(f) => panic!("recovery failed: {}", f.as_str()),
+    }
+    // Still nothing published on `t`: recovered, nothing to replay.
+    match history.read_after(&t, &p1[1], 100).await.unwrap() {
+        Recovery::Recovered { publications, more } => {
+            assert!(publications.is_empty() && !more)
+        }
+        Recovery::Failed(f) => panic!("recovery failed: {}", f.as_str()),
+    }
+    let p2 = history.positions(&[t, s]).await.unwrap();
+    assert!(
+        p2[0].epoch.starts_with("none."),
+        "result order = input order"
+    );
+    assert_eq!(p2[1], StreamPosition { epoch, offset: 2 });
+    assert_eq!(stream_rows(&store.storage).await, 1);
     history.close().await;
     store.cleanup().await;
 }

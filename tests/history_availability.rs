@@ -180,3 +180,58 @@ async fn an_append_past_its_deadline_is_either_committed_and_answered_or_never_c
     history.close().await;
     store.cleanup().await;
 }
+
+/// A PostgreSQL database that answers but cannot write (here: read-only) is a steady outage:
+/// the probe commits a real write, so a server that only answers reads does not bring the
+/// store back while every batch would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_that_cannot_write_stays_unavailable() {
+    let store = TestStore::new(Backend::Postgres).await;
+    let (h, _rec) = open(&store.storage, &quiet_cfg()).await;
+    h.append(vec![publ(S, 1, None)]).await.unwrap();
+    let db = store.storage.url.rsplit('/').next().unwrap().to_owned();
+    let set_read_only = |on: bool| {
+        let db = db.clone();
+        async move {
+            let mut admin = sqlx::PgConnection::connect(history_support::PG_ADMIN)
+                .await
+                .unwrap();
+            let alter = if on {
+                format!("ALTER DATABASE {db} SET default_transaction_read_only = on")
+            } else {
+                format!("ALTER DATABASE {db} RESET default_transaction_read_only")
+            };
+            admin.execute(alter.as_str()).await.unwrap();
+            // Connections take the default when they start: end the gateway's.
+            let kill = format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+            );
+            admin.execute(kill.as_str()).await.unwrap();
+            admin.close().await.unwrap();
+        }
+    };
+    set_read_only(true).await;
+    // The first append may meet a terminated connection; both outcomes mark the store down.
+    for n in 2..4 {
+        let _ = h.append(vec![publ(S, n, None)]).await;
+    }
+    assert!(!h.is_available());
+    // Four probes' worth: it never comes back while writes cannot commit.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert!(
+            !h.is_available(),
+            "a read-only database was taken for writable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    set_read_only(false).await;
+    assert!(
+        eventually(10, || h.is_available()).await,
+        "the probe restores availability"
+    );
+    let out = h.append(vec![publ(S, 9, None)]).await.unwrap();
+    assert_eq!(out[0].position.offset, 2);
+    h.close().await;
+    store.cleanup().await;
+}

@@ -110,8 +110,7 @@ async fn batch_past_the_offset_bound_is_refused_whole(backend: Backend) {
     let (history, rec) = open(&store.storage, &quiet_cfg()).await;
     const S: &str = "account-activity.v1.eip155:0:0xaa";
     const T: &str = "account-activity.v1.eip155:0:0xbb";
-    // Created by a subscriber, not by an append, so the committer reads its row.
-    history.positions(&[S.to_owned()]).await.unwrap();
+    // Created behind the history's back, so the committer reads its row.
     set_last_offset(&store.storage, S, (1 << 53) - 2).await;
 
     // T alone would be fine; S's second publication would pass the bound: nothing is stored.
@@ -146,9 +145,10 @@ async fn batch_past_the_offset_bound_is_refused_whole(backend: Backend) {
     store.cleanup().await;
 }
 
-/// Moves a stream's last offset behind the history's back.
+/// Creates a stream's row at `offset` behind the history's back.
 async fn set_last_offset(storage: &StorageConfig, stream: &str, offset: i64) {
-    let sql = "UPDATE streams SET last_offset = $1 WHERE stream = $2";
+    let sql = "INSERT INTO streams (stream, epoch, last_offset, trim_floor, created_at_ms) \
+               VALUES ($2, '00000000000000aa', $1, 0, 0)";
     if storage.url.starts_with("sqlite:") {
         let mut c = sqlx::SqliteConnection::connect(&storage.url).await.unwrap();
         let done = sqlx::query(sql)

@@ -14,6 +14,7 @@ both_backends!(
     read_after_caught_up_partial_and_failures,
     trimmed_by_count_retention,
     trimmed_by_age_retention,
+    removing_streams_never_races_an_append,
 );
 
 const S: &str = "account-activity.v1.eip155:0:0xd14b";
@@ -105,7 +106,11 @@ async fn trimmed_by_count_retention(backend: Backend) {
     let mut trimmed = false;
     for _ in 0..100 {
         let r = h.read_after(S, &at(&e, 0), 100).await.unwrap();
-        if failure(&r) == Some(RecoveryFailure::Trimmed) {
+        // Trimmed, or already gone with its row.
+        if matches!(
+            failure(&r),
+            Some(RecoveryFailure::Trimmed | RecoveryFailure::EpochChanged)
+        ) {
             trimmed = true;
             break;
         }
@@ -142,19 +147,96 @@ async fn trimmed_by_age_retention(backend: Backend) {
     let mut trimmed = false;
     for _ in 0..100 {
         let r = h.read_after(S, &at(&e, 2), 100).await.unwrap();
-        if failure(&r) == Some(RecoveryFailure::Trimmed) {
+        // Trimmed, or already gone with its row.
+        if matches!(
+            failure(&r),
+            Some(RecoveryFailure::Trimmed | RecoveryFailure::EpochChanged)
+        ) {
             trimmed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(trimmed, "age retention trimmed the stream within 5s");
+    // The emptied stream's row is removed (with it, the stream's epoch): a position read now is
+    // unborn, and the next publication starts a new epoch at offset 1.
+    let mut rows = -1;
+    for _ in 0..100 {
+        rows = history_support::stream_rows(&store.storage).await;
+        if rows == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows, 0, "the emptied stream's row is removed");
     let pos = h.positions(&[S.to_owned()]).await.unwrap();
+    assert!(pos[0].epoch.starts_with("none."), "{pos:?}");
+    assert_eq!(pos[0].offset, 0);
     assert_eq!(
-        pos[0],
-        at(&e, 3),
-        "the stream keeps its epoch and top when emptied"
+        failure(&h.read_after(S, &at(&e, 3), 100).await.unwrap()),
+        Some(RecoveryFailure::EpochChanged),
+        "the old epoch is gone with its row"
+    );
+    let again = h.append(vec![publ(S, 9, None)]).await.unwrap();
+    assert_ne!(again[0].position.epoch, e);
+    assert_eq!(again[0].position.offset, 1);
+    h.close().await;
+    store.cleanup().await;
+}
+
+/// Appends keep arriving on streams that age retention keeps emptying and removing: no
+/// publication is ever left without its stream's row, and every append lands either in the
+/// row it was numbered in or in a new epoch starting at 1.
+async fn removing_streams_never_races_an_append(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let cfg = HistoryConfig {
+        retention_age: Duration::from_millis(1),
+        trim_interval: Duration::from_millis(10),
+        ..HistoryConfig::default()
+    };
+    let (h, _rec) = open(&store.storage, &cfg).await;
+    let streams: Vec<String> = (0..4)
+        .map(|i| format!("account-activity.v1.eip155:0:0x{i:040x}"))
+        .collect();
+    let mut tasks = Vec::new();
+    for s in streams.clone() {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last: Option<StreamPosition> = None;
+            let mut epochs = 0;
+            for n in 0..150 {
+                let got = h.append(vec![publ(&s, n, None)]).await.unwrap();
+                let p = got[0].position.clone();
+                match &last {
+                    Some(l) if l.epoch == p.epoch => assert_eq!(p.offset, l.offset + 1),
+                    _ => {
+                        assert_eq!(p.offset, 1, "a new epoch starts at 1: {p:?}");
+                        epochs += 1;
+                    }
+                }
+                last = Some(p);
+                if n % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            }
+            epochs
+        }));
+    }
+    let mut epochs = 0;
+    for t in tasks {
+        epochs += t.await.unwrap();
+    }
+    assert!(
+        epochs > streams.len(),
+        "retention removed no stream while appends went on ({epochs} epochs)"
     );
     h.close().await;
+    let orphans = history_support::scalar(
+        &store.storage,
+        "SELECT COUNT(*) FROM publications p \
+         WHERE NOT EXISTS (SELECT 1 FROM streams s WHERE s.id = p.stream_id)",
+    )
+    .await;
+    assert_eq!(orphans, 0, "publications left without their stream's row");
     store.cleanup().await;
 }

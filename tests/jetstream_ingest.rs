@@ -456,6 +456,42 @@ async fn malformed_messages_are_counted_terminated_and_do_not_block() {
     c.expect_no_push(Duration::from_millis(300)).await;
 }
 
+/// A `Nats-Msg-Id` the store cannot hold (a NUL, or longer than the publish API's 128 bytes) is
+/// counted and terminated like any malformed message, instead of being nak'd forever and
+/// stalling the consumer: the message behind it is delivered. So is a body too large for a
+/// subscriber's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_msg_ids_and_oversized_bodies_are_terminated_and_do_not_stall_the_consumer() {
+    let store = Store::sqlite().await;
+    let js = Js::new().await;
+    let gw = start(&js.env(&store.url)).await;
+    js.wait_for_consumer().await;
+    let mut c = gw.client().await;
+    c.subscribe(&[&aa("eip155:0", ADDR_A)]).await;
+
+    let good = js.activity_subject("eip155:8453", ADDR_A);
+    let long = "x".repeat(129);
+    for id in ["bad\u{0}id", long.as_str()] {
+        js.publish(good.clone(), Some(id), json!({"n": 0}).to_string())
+            .await;
+    }
+    // A body larger than publish.max_publication_bytes (256 KiB) is malformed too.
+    let huge = json!({"pad": "x".repeat(300 * 1024)}).to_string();
+    js.publish(good.clone(), Some("huge-1"), huge).await;
+    js.publish(good, Some("fine-1"), json!({"n": 1}).to_string())
+        .await;
+
+    let push = c.next_push().await;
+    assert_eq!(push["data"], json!({"n": 1}), "{push}");
+    gw.wait_metric(&ingest_series("malformed"), 3.0, Duration::from_secs(10))
+        .await;
+    let info = js.wait_drained().await;
+    assert_eq!(info.ack_floor.stream_sequence, 4);
+    assert_eq!(info.num_redelivered, 0, "terminated, not redelivered");
+    let (status, _) = gw.get("/readyz").await;
+    assert_eq!(status, 200);
+}
+
 /// `chains.<chainId>.heartbeat` is a sign of life: the chain comes up for its subscribers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_subject_brings_a_chain_up() {

@@ -164,7 +164,11 @@ fn rss_kb(pid: i32) -> u64 {
 async fn a_slow_consumer_is_closed_without_hurting_anyone() {
     const BATCH: u64 = 40;
     const TOTAL_BYTES: usize = 20 * 1024 * 1024;
-    let gw = TestGateway::start(&[("GATEWAY__SERVER__MAX_QUEUE_BYTES", "65536")]).await;
+    let gw = TestGateway::start(&[
+        ("GATEWAY__SERVER__MAX_QUEUE_BYTES", "65536"),
+        ("GATEWAY__PUBLISH__MAX_PUBLICATION_BYTES", "16384"),
+    ])
+    .await;
     let channel = aa("eip155:0", ADDR_A);
     let mut slow = gw.client().await;
     slow.subscribe(&[&channel]).await;

@@ -124,6 +124,9 @@ pub struct PublishConfig {
     pub api_keys: Vec<String>,
     pub max_body_bytes: usize,
     pub max_batch: usize,
+    /// Largest `data` of one publication, in bytes (JSON text as sent); its push must fit in
+    /// half of `server.max_queue_bytes` (checked at start).
+    pub max_publication_bytes: usize,
 }
 
 impl Default for PublishConfig {
@@ -132,6 +135,7 @@ impl Default for PublishConfig {
             api_keys: Vec::new(),
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
+            max_publication_bytes: 256 * 1024,
         }
     }
 }
@@ -225,6 +229,36 @@ impl Settings {
         })
     }
 
+    /// The largest publication the publish bounds let through must have a push that fits in
+    /// half of a connection's outbound queue: a larger one would close every subscriber with
+    /// 1013, and a replay (paced at half the queue) could never send it, so an acking client
+    /// would get it again on every reconnect.
+    fn check_publication_fits(&self) -> Result<(), ConfigError> {
+        let publish = &self.publish;
+        if publish.max_publication_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "publish.max_publication_bytes must be at least 1".to_owned(),
+            ));
+        }
+        let largest = publish.max_publication_bytes.min(publish.max_body_bytes);
+        let room = self.server.max_queue_bytes / 2;
+        let overhead = crate::hub::MAX_FRAME_OVERHEAD;
+        if largest + overhead > room {
+            return Err(ConfigError::Invalid(format!(
+                "a publication of {largest} bytes (the smaller of publish.max_publication_bytes \
+                 and publish.max_body_bytes) makes a push of up to {} bytes, more than half of \
+                 server.max_queue_bytes ({}): subscribers could never be sent it; lower \
+                 publish.max_publication_bytes to at most {} or raise server.max_queue_bytes \
+                 to at least {}",
+                largest + overhead,
+                self.server.max_queue_bytes,
+                room.saturating_sub(overhead),
+                2 * (largest + overhead)
+            )));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.server.ping_interval.is_zero() {
@@ -247,6 +281,7 @@ impl Settings {
         if self.server.max_queue_bytes < 4096 {
             return invalid("server.max_queue_bytes must be at least 4096");
         }
+        self.check_publication_fits()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format must be \"text\" or \"json\"");
         }

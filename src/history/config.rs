@@ -19,6 +19,10 @@ pub struct StorageConfig {
     /// process (every connection's cache together) is kept near twice this with its
     /// process-wide `soft_heap_limit`, however many pool connections have run a query.
     pub sqlite_cache_mib: u32,
+    /// SQLite only: free space (MiB) the database's filesystem must have before a store that
+    /// failed is taken for writable again, so that a full disk is a steady outage rather
+    /// than a flapping one.
+    pub sqlite_min_free_mib: u32,
 }
 
 /// How the history is kept and written.
@@ -45,6 +49,7 @@ impl Default for StorageConfig {
             url: "sqlite://data/gateway.db".to_owned(),
             max_connections: 8,
             sqlite_cache_mib: 16,
+            sqlite_min_free_mib: 64,
         }
     }
 }

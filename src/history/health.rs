@@ -67,7 +67,13 @@ impl Health {
 }
 
 /// Probes the store every second while it is down, until `shutdown`.
-pub(crate) async fn run_probe(store: Store, health: Arc<Health>, shutdown: CancellationToken) {
+/// `sqlite_min_free_bytes`: free space a SQLite store's filesystem needs to count as writable.
+pub(crate) async fn run_probe(
+    store: Store,
+    health: Arc<Health>,
+    sqlite_min_free_bytes: u64,
+    shutdown: CancellationToken,
+) {
     loop {
         if health.is_up() {
             tokio::select! {
@@ -81,9 +87,9 @@ pub(crate) async fn run_probe(store: Store, health: Arc<Health>, shutdown: Cance
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
         }
-        match tokio::time::timeout(PROBE_INTERVAL, store.probe()).await {
+        match tokio::time::timeout(PROBE_INTERVAL, store.probe(sqlite_min_free_bytes)).await {
             Ok(Ok(())) => health.mark_up(),
-            Ok(Err(e)) => *health.reason.lock() = e.to_string(),
+            Ok(Err(reason)) => *health.reason.lock() = reason,
             Err(_) => {
                 *health.reason.lock() = "the store did not answer a probe within 1s".to_owned()
             }

@@ -7,6 +7,15 @@
 //! and are never reused within an epoch. The database assigns them (under the stream's row
 //! lock), so several nodes may share one PostgreSQL.
 //!
+//! A stream's row exists only while it has publications: the first append creates it, and
+//! retention removes it once age retention deleted its last publication. Reads never write:
+//! the position of a stream without a row is an *unborn* position ([`unborn`]), from which a
+//! resume replays the stream's next incarnation from its first publication.
+//!
+//! Only the write path (the committer) decides whether the store is available; a failed read
+//! fails its caller alone. Reads share the pool with the committer but never take more than
+//! all but two of its connections, so a crowd of resumes cannot starve the writes.
+//!
 //! # Layout
 //! - `config`: [`StorageConfig`] and [`HistoryConfig`].
 //! - `types`: publications in and out, positions, [`Recovery`], [`CommitListener`].
@@ -20,6 +29,7 @@
 //! - `checkpoints`: SQLite's WAL upkeep.
 //! - `health`: the availability flag and the probe that restores it.
 //! - `metrics`: the metric names.
+//! - `unborn`: positions of streams that have no row.
 
 mod checkpoints;
 mod committer;
@@ -31,13 +41,14 @@ mod plan;
 mod store;
 mod trimmer;
 mod types;
+mod unborn;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -54,8 +65,8 @@ use committer::{Claim, Committer, Job, Request};
 use health::Health;
 use store::Store;
 
-/// Longest an `append`, `positions` or `read_after` waits for the store before answering
-/// [`HistoryError::Unavailable`]. An append already in a batch being committed waits for that
+/// Longest an `append`, `positions` or `read_after` waits for the store (a read: for a turn
+/// among the reads, then for its answer) before answering [`HistoryError::Unavailable`]. An append already in a batch being committed waits for that
 /// batch's outcome instead (at most `committer::COMMIT_TIMEOUT` more): its answer is never
 /// "unavailable" for publications that were in fact committed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -74,8 +85,13 @@ pub struct History {
 struct Inner {
     /// Queue of the committer, the only writer of publications on this node.
     tx: mpsc::Sender<Job>,
-    /// Pool for reads and stream creation, which do not go through the committer.
+    /// Pool for reads, which do not go through the committer.
     store: Store,
+    /// Turns among the reads: all but two of the pool's connections, so that the committer
+    /// (which takes a new connection after an error), retention and the probe always find one.
+    reads: Semaphore,
+    /// Age retention, which bounds how long an unborn position stays resumable.
+    retention_age: Duration,
     health: Arc<Health>,
     /// Stops the committer (after it flushed its queue), the trimmer, the checkpoints and the
     /// probe.
@@ -131,6 +147,7 @@ impl History {
             tokio::spawn(health::run_probe(
                 store.clone(),
                 health.clone(),
+                u64::from(storage.sqlite_min_free_mib) * 1024 * 1024,
                 shutdown.clone(),
             )),
         ];
@@ -138,6 +155,8 @@ impl History {
             inner: Arc::new(Inner {
                 tx,
                 store,
+                reads: Semaphore::new(read_turns(storage.max_connections)),
+                retention_age: cfg.retention_age,
                 health,
                 shutdown,
                 closed: AtomicBool::new(false),
@@ -185,13 +204,26 @@ impl History {
         }
     }
 
-    /// Current top of each stream (result order = input order), creating missing streams at
-    /// offset 0 with a new epoch, so that a position handed to a subscriber stays valid.
+    /// Current top of each stream (result order = input order). A stream without publications
+    /// has no row, and its position is an unborn one (see [`unborn`]): reading a position
+    /// writes nothing.
     pub async fn positions(&self, streams: &[String]) -> Result<Vec<StreamPosition>, HistoryError> {
-        self.call(self.inner.store.positions(streams)).await
+        let states = self.read(self.inner.store.positions(streams)).await?;
+        let now = store::now_ms();
+        Ok(states
+            .into_iter()
+            .map(|state| match state {
+                Some(s) => StreamPosition {
+                    epoch: s.epoch,
+                    offset: s.last_offset,
+                },
+                None => unborn::position(now),
+            })
+            .collect())
     }
 
-    /// The publications after `after`, ascending, at most `limit` of them.
+    /// The publications after `after`, ascending, at most `limit` of them. From an unborn
+    /// position, the stream's first publications (its offsets, in the epoch it got).
     pub async fn read_after(
         &self,
         stream: &str,
@@ -199,12 +231,31 @@ impl History {
         limit: usize,
     ) -> Result<Recovery, HistoryError> {
         let store = &self.inner.store;
-        let Some(state) = self.call(store.stream_state(stream)).await? else {
-            return Ok(Recovery::Failed(RecoveryFailure::EpochChanged));
+        let row = self.read(store.stream_state(stream)).await?;
+        let state = match (unborn::handed_out_at(&after.epoch), row) {
+            (None, None) => return Ok(Recovery::Failed(RecoveryFailure::EpochChanged)),
+            (None, Some(row)) if row.state.epoch != after.epoch => {
+                return Ok(Recovery::Failed(RecoveryFailure::EpochChanged))
+            }
+            (None, Some(row)) => row.state,
+            (Some(at), row) => {
+                let created = row.as_ref().map(|r| r.created_at_ms);
+                match unborn::resolve(at, after.offset, created, store::now_ms(), self.age_ms()) {
+                    unborn::Verdict::Failed(f) => return Ok(Recovery::Failed(f)),
+                    unborn::Verdict::Nothing => {
+                        return Ok(Recovery::Recovered {
+                            publications: Vec::new(),
+                            more: false,
+                        })
+                    }
+                    // `resolve` answers `Continue` only for a row.
+                    unborn::Verdict::Continue => match row {
+                        Some(r) => r.state,
+                        None => return Ok(Recovery::Failed(RecoveryFailure::EpochChanged)),
+                    },
+                }
+            }
         };
-        if state.epoch != after.epoch {
-            return Ok(Recovery::Failed(RecoveryFailure::EpochChanged));
-        }
         if after.offset > state.last_offset {
             return Ok(Recovery::Failed(RecoveryFailure::BeyondEnd));
         }
@@ -217,7 +268,7 @@ impl History {
         // One row past the limit tells whether more follow; the first row tells whether the
         // next offset is still retained.
         let rows = self
-            .call(store.read_rows(stream, after.offset, limit.saturating_add(1)))
+            .read(store.read_rows(stream, after.offset, limit.saturating_add(1)))
             .await?;
         if rows.first().map(|r| r.offset) != Some(after.offset + 1) {
             return Ok(Recovery::Failed(RecoveryFailure::Trimmed));
@@ -256,19 +307,41 @@ impl History {
         self.inner.store.close().await;
     }
 
-    /// Runs a store read with the call timeout; a failure marks the store unavailable.
-    async fn call<T>(
+    /// Runs a store read in its turn, with the call timeout. A failure answers this caller
+    /// only: the store's availability is the write path's to decide, so that failing or slow
+    /// reads (a storm of resumes) cannot stop the publishes.
+    async fn read<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, HistoryError> {
-        let reason = match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        let turn_and_read = async {
+            // The semaphore is never closed, so acquiring only waits.
+            let _turn = self.inner.reads.acquire().await;
+            fut.await
+        };
+        let reason = match tokio::time::timeout(CALL_TIMEOUT, turn_and_read).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
         };
-        self.inner.health.mark_down(&reason);
-        Err(HistoryError::Unavailable(reason))
+        metrics::read_failed();
+        Err(HistoryError::Unavailable(format!(
+            "a read failed: {reason}"
+        )))
     }
+
+    /// Age retention in milliseconds.
+    fn age_ms(&self) -> i64 {
+        i64::try_from(self.inner.retention_age.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Concurrent reads allowed on a pool of `max_connections` (at least 2, as the pools are
+/// built): all but two, and at least one.
+fn read_turns(max_connections: u32) -> usize {
+    usize::try_from(max_connections.max(2) - 2)
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 // === Inner ===
@@ -320,6 +393,14 @@ mod tests {
             idempotency_key: None,
         };
         assert!(matches!(validate(&[p]), Err(HistoryError::Invalid(_))));
+    }
+
+    #[test]
+    fn reads_leave_two_connections_to_the_writes() {
+        assert_eq!(read_turns(8), 6);
+        assert_eq!(read_turns(3), 1);
+        assert_eq!(read_turns(2), 1);
+        assert_eq!(read_turns(0), 1, "pools have at least two connections");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::keys::{require, Role};
-use crate::ingest::{self, PublishError, Rejection};
+use crate::ingest::{self, ItemError, PublishError, Rejection};
 use crate::metrics;
 use crate::node::Node;
 use crate::protocol::ErrorCode;
@@ -46,6 +46,33 @@ async fn handle(node: &Arc<Node>, headers: &HeaderMap, body: Body) -> Result<Res
         )
         .extra("errors", json!(errors)),
     })?;
+    let max = node.settings.publish.max_publication_bytes;
+    let too_large: Vec<ItemError> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| item.payload.len() > max)
+        .map(|(index, item)| ItemError {
+            index,
+            code: ErrorCode::PublicationTooLarge.as_str(),
+            message: format!(
+                "\"data\" is {} bytes, more than publish.max_publication_bytes ({max}): a push \
+                 that large could not be queued to subscribers; split or shrink it",
+                item.payload.len()
+            ),
+        })
+        .collect();
+    if !too_large.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PublicationTooLarge,
+            format!(
+                "{} publication(s) larger than publish.max_publication_bytes ({max}); nothing \
+                 was published",
+                too_large.len()
+            ),
+        )
+        .extra("errors", json!(too_large)));
+    }
     let outcomes = ingest::publish(node, items).await.map_err(|e| match e {
         PublishError::Unavailable(_) => {
             let mut err = ApiError::new(

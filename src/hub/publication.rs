@@ -42,6 +42,11 @@ pub struct Durable {
     head: Box<str>,
 }
 
+/// Most bytes a push frame adds to its payload: the envelope, a subscription id (a UUID), a
+/// channel of up to `MAX_CHANNEL_LEN` bytes, the message id and position, `redelivered` and
+/// the timestamp (about 520 bytes at most), rounded up.
+pub const MAX_FRAME_OVERHEAD: usize = 1024;
+
 const PREFIX: &str = r#"{"event":"data","subscriptionId":""#;
 const MID: &str = r#"","channel":""#;
 const AFTER_CHANNEL: &str = r#"","#;
@@ -137,6 +142,31 @@ pub fn message_id(position: &Position) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_frame_fits_the_declared_overhead() {
+        let payload = r#"{"n":1}"#;
+        let channel = "x".repeat(crate::protocol::channel::MAX_CHANNEL_LEN);
+        let p = Publication::new(
+            Namespace::AccountActivity,
+            "k".into(),
+            "8453".into(),
+            channel.as_str().into(),
+            payload,
+            Some(Durable::new(Position {
+                epoch: "ffffffffffffffff".into(),
+                offset: (1 << 53) - 1,
+            })),
+            Instant::now(),
+        );
+        let sub_id = uuid::Uuid::new_v4().to_string();
+        let frame = p.frame(&sub_id, &channel, true, true);
+        assert!(
+            frame.len() <= payload.len() + MAX_FRAME_OVERHEAD,
+            "{} bytes of envelope",
+            frame.len() - payload.len()
+        );
+    }
 
     #[test]
     fn frames_splice_id_and_channel_into_valid_json() {

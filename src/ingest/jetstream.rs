@@ -547,6 +547,16 @@ impl Consumer {
             .map(|v| v.as_str().to_owned())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("js:{}:{}", self.config.stream, h.seq));
+        let max = self.node.settings.publish.max_publication_bytes;
+        if data.get().len() > max {
+            return malformed(
+                "publication_too_large",
+                format!(
+                    "the body is {} bytes, more than publish.max_publication_bytes ({max})",
+                    data.get().len()
+                ),
+            );
+        }
         match validate_parts(channel, Some(id), data) {
             Ok(v) => Kind::Publication(v),
             Err((code, reason)) => malformed(code, reason),

@@ -145,13 +145,8 @@ pub fn validate_item(item: &RawValue) -> Result<Validated, (&'static str, String
     let id = match members.get("id").map(|raw| raw.get()) {
         None | Some("null") => None,
         Some(raw) => match serde_json::from_str::<String>(raw) {
-            Ok(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s),
-            _ => {
-                return Err((
-                    "invalid_id",
-                    format!("\"id\" must be a non-empty string of at most {MAX_ID_LEN} characters"),
-                ))
-            }
+            Ok(s) => Some(s),
+            Err(_) => return Err(("invalid_id", id_rule())),
         },
     };
     let data = members
@@ -168,6 +163,9 @@ pub fn validate_parts(
     id: Option<String>,
     data: &RawValue,
 ) -> Result<Validated, (&'static str, String)> {
+    if id.as_deref().is_some_and(|id| !valid_id(id)) {
+        return Err(("invalid_id", id_rule()));
+    }
     let channel = Channel::parse(&channel_text).map_err(|e| match e {
         ChannelError::Reserved => ("reserved_channel", e.to_string()),
         _ => ("invalid_channel", e.to_string()),
@@ -212,6 +210,21 @@ pub fn validate_parts(
     })
 }
 
+/// An idempotency key the store can hold and compare: non-empty, at most [`MAX_ID_LEN`] bytes,
+/// no control characters (a NUL cannot be stored at all, and the others would be invisible
+/// in logs).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && !id.chars().any(char::is_control)
+}
+
+/// What [`valid_id`] accepts, for the rejection message.
+fn id_rule() -> String {
+    format!(
+        "\"id\" must be a non-empty string of at most {MAX_ID_LEN} bytes without control \
+         characters (such as NUL)"
+    )
+}
+
 impl Validated {
     pub fn namespace(&self) -> Namespace {
         self.channel.namespace()
@@ -223,6 +236,32 @@ mod tests {
     use super::*;
 
     const CH: &str = "account-activity.v1.eip155:8453:0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f";
+
+    #[test]
+    fn ids_the_store_cannot_hold_are_invalid_on_every_path() {
+        let code = |id: &str| {
+            let body = serde_json::json!({"channel": CH, "data": {}, "id": id}).to_string();
+            match validate(body.as_bytes(), 10) {
+                Ok(_) => "ok",
+                Err(Rejection::Items(e)) => e[0].code,
+                Err(Rejection::Body(_)) => "body",
+            }
+        };
+        assert_eq!(code("a\0b"), "invalid_id");
+        assert_eq!(code("tab\there"), "invalid_id");
+        assert_eq!(code(&"x".repeat(MAX_ID_LEN + 1)), "invalid_id");
+        assert_eq!(code(&"x".repeat(MAX_ID_LEN)), "ok");
+        assert_eq!(code("order-17/ü"), "ok");
+        // The JetStream consumer hands the Nats-Msg-Id header to the same rules.
+        let data = RawValue::from_string("{}".to_owned()).unwrap();
+        let parts = |id: &str| validate_parts(CH.to_owned(), Some(id.to_owned()), &data);
+        assert_eq!(parts("a\0").unwrap_err().0, "invalid_id");
+        assert_eq!(
+            parts(&"x".repeat(MAX_ID_LEN + 1)).unwrap_err().0,
+            "invalid_id"
+        );
+        assert!(parts("js:ACTIVITY:17").is_ok());
+    }
 
     #[test]
     fn single_and_batch() {

@@ -120,6 +120,26 @@ impl TestStore {
     }
 }
 
+/// Rows of the `streams` table, read on a connection of the test's own.
+pub async fn stream_rows(storage: &StorageConfig) -> i64 {
+    scalar(storage, "SELECT COUNT(*) FROM streams").await
+}
+
+/// The one integer `sql` answers, read on a connection of the test's own.
+pub async fn scalar(storage: &StorageConfig, sql: &str) -> i64 {
+    if storage.url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(&storage.url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        n
+    } else {
+        let mut c = sqlx::PgConnection::connect(&storage.url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        n
+    }
+}
+
 /// Records what the committer passes to the listener.
 #[derive(Default)]
 pub struct Recorder {

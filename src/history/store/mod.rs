@@ -13,7 +13,7 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Postgres, Row};
 
 use super::plan::StreamState;
-use super::{Committed, HistoryError, NewPublication, StorageConfig, StreamPosition};
+use super::{Committed, HistoryError, NewPublication, StorageConfig};
 
 /// How long a write waits for a lock (SQLite) or a connection (both) before the store counts
 /// as unavailable.
@@ -47,12 +47,21 @@ pub(crate) enum CommitError {
 /// Writes that keep the store in shape, as opposed to appends.
 #[derive(Debug)]
 pub(crate) enum Maintenance {
-    /// Delete up to `limit` publications older than `cutoff_ms`.
+    /// Delete up to `limit` publications older than `cutoff_ms`, then the rows of the streams
+    /// this left without publications.
     TrimAge { cutoff_ms: i64, limit: i64 },
     /// Delete each stream's (by id) publications at or below its offset.
     TrimCount(Vec<(i64, i64)>),
     /// SQLite: make the WAL start over (see `sqlite::rewind_wal`).
     RewindWal,
+}
+
+/// A stream's row as read for a position or a resume.
+pub(crate) struct StreamRow {
+    /// Epoch and last offset.
+    pub state: StreamState,
+    /// When the row was created (with the stream's first publications).
+    pub created_at_ms: i64,
 }
 
 /// A publication row read back for recovery.
@@ -112,61 +121,46 @@ impl Store {
         })
     }
 
-    /// Top of each stream, creating the missing ones; result order = input order.
+    /// Epoch and last offset of each stream that has a row (`None`: no row); result order =
+    /// input order. Writes nothing.
     pub(crate) async fn positions(
         &self,
         streams: &[String],
-    ) -> Result<Vec<StreamPosition>, sqlx::Error> {
+    ) -> Result<Vec<Option<StreamState>>, sqlx::Error> {
         let mut out = Vec::with_capacity(streams.len());
         for s in streams {
-            let state = match self.stream_state(s).await? {
-                Some(state) => state,
-                None => {
-                    // Another node (or the committer) may create it at the same time: the
-                    // first insert wins and everyone reads its epoch back.
-                    on_pool!(self, p => {
-                        sqlx::query(
-                            "INSERT INTO streams \
-                             (stream, epoch, last_offset, trim_floor, created_at_ms) \
-                             VALUES ($1, $2, 0, 0, $3) ON CONFLICT (stream) DO NOTHING",
-                        )
-                        .bind(s)
-                        .bind(super::plan::new_epoch())
-                        .bind(now_ms())
-                        .execute(p)
-                        .await?;
-                    });
-                    self.stream_state(s)
-                        .await?
-                        .ok_or(sqlx::Error::RowNotFound)?
-                }
-            };
-            out.push(StreamPosition {
-                epoch: state.epoch,
-                offset: state.last_offset,
-            });
+            out.push(self.stream_state(s).await?.map(|row| row.state));
         }
         Ok(out)
     }
 
-    /// Epoch and last offset of a stream, if it exists.
+    /// A stream's row, if it has one.
     pub(crate) async fn stream_state(
         &self,
         stream: &str,
-    ) -> Result<Option<StreamState>, sqlx::Error> {
+    ) -> Result<Option<StreamRow>, sqlx::Error> {
         let row = on_pool!(self, p => {
-            let row = sqlx::query("SELECT epoch, last_offset FROM streams WHERE stream = $1")
-                .bind(stream)
-                .fetch_optional(p)
-                .await?;
+            let row = sqlx::query(
+                "SELECT epoch, last_offset, created_at_ms FROM streams WHERE stream = $1",
+            )
+            .bind(stream)
+            .fetch_optional(p)
+            .await?;
             match row {
-                Some(r) => Some((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)),
+                Some(r) => Some((
+                    r.try_get::<String, _>(0)?,
+                    r.try_get::<i64, _>(1)?,
+                    r.try_get::<i64, _>(2)?,
+                )),
                 None => None,
             }
         });
-        Ok(row.map(|(epoch, last)| StreamState {
-            epoch,
-            last_offset: u64::try_from(last).unwrap_or(0),
+        Ok(row.map(|(epoch, last, created_at_ms)| StreamRow {
+            state: StreamState {
+                epoch,
+                last_offset: u64::try_from(last).unwrap_or(0),
+            },
+            created_at_ms,
         }))
     }
 
@@ -253,11 +247,12 @@ impl Store {
         }
     }
 
-    /// Succeeds when the store can take writes again.
-    pub(crate) async fn probe(&self) -> Result<(), sqlx::Error> {
+    /// Succeeds when the store can take writes again (on SQLite: a real write, and at least
+    /// `sqlite_min_free_bytes` free on its filesystem); else says why not.
+    pub(crate) async fn probe(&self, sqlite_min_free_bytes: u64) -> Result<(), String> {
         match self {
-            Store::Sqlite(p) => sqlite::probe(p).await,
-            Store::Postgres(p) => postgres::probe(p).await,
+            Store::Sqlite(p) => sqlite::probe(p, sqlite_min_free_bytes).await,
+            Store::Postgres(p) => postgres::probe(p).await.map_err(|e| e.to_string()),
         }
     }
 
@@ -308,7 +303,16 @@ impl Writer {
     /// Runs maintenance on the committer's connection; returns the rows deleted.
     pub(crate) async fn maintain(&mut self, work: &Maintenance) -> Result<u64, sqlx::Error> {
         match self {
-            Writer::Sqlite(w) => sqlite_maintain(w.conn(), work).await,
+            Writer::Sqlite(w) => match work {
+                // The committer must not go on appending to a row that is gone.
+                Maintenance::TrimAge { cutoff_ms, limit } => {
+                    let (deleted, removed) = sqlite::trim_age(w.conn(), *cutoff_ms, *limit).await?;
+                    w.forget_streams(&removed);
+                    super::metrics::streams_removed(removed.len());
+                    Ok(deleted)
+                }
+                _ => sqlite_maintain(w.conn(), work).await,
+            },
             Writer::Postgres(c) => postgres_maintain(c, work).await,
         }
     }
@@ -340,8 +344,12 @@ async fn sqlite_maintain(
     work: &Maintenance,
 ) -> Result<u64, sqlx::Error> {
     match work {
+        // Only the committer's connection may remove streams (see `Writer::maintain`); this
+        // pooled path is not used for SQLite, whose maintenance runs in the committer.
         Maintenance::TrimAge { cutoff_ms, limit } => {
-            sqlite::trim_age(conn, *cutoff_ms, *limit).await
+            let (deleted, removed) = sqlite::trim_age(conn, *cutoff_ms, *limit).await?;
+            super::metrics::streams_removed(removed.len());
+            Ok(deleted)
         }
         Maintenance::TrimCount(streams) => sqlite::trim_count(conn, streams).await,
         Maintenance::RewindWal => sqlite::rewind_wal(conn).await,
@@ -354,7 +362,9 @@ async fn postgres_maintain(
 ) -> Result<u64, sqlx::Error> {
     match work {
         Maintenance::TrimAge { cutoff_ms, limit } => {
-            postgres::trim_age(conn, *cutoff_ms, *limit).await
+            let (deleted, removed) = postgres::trim_age(conn, *cutoff_ms, *limit).await?;
+            super::metrics::streams_removed(removed);
+            Ok(deleted)
         }
         Maintenance::TrimCount(streams) => postgres::trim_count(conn, streams).await,
         // PostgreSQL manages its own WAL.

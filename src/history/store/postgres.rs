@@ -155,21 +155,49 @@ fn offset_exhausted(err: &sqlx::Error) -> Option<String> {
     }
 }
 
-/// Deletes up to `limit` publications older than `cutoff_ms`; returns how many.
+/// Deletes up to `limit` publications older than `cutoff_ms`, then the rows of the streams
+/// this left without publications; returns how many publications, and how many streams.
 pub(super) async fn trim_age(
     conn: &mut PgConnection,
     cutoff_ms: i64,
     limit: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<(u64, usize), sqlx::Error> {
+    let mut touched: Vec<i64> = sqlx::query_scalar(
         "DELETE FROM publications WHERE ctid = ANY(ARRAY( \
-         SELECT ctid FROM publications WHERE published_at_ms < $1 LIMIT $2))",
+         SELECT ctid FROM publications WHERE published_at_ms < $1 LIMIT $2)) \
+         RETURNING stream_id",
     )
     .bind(cutoff_ms)
     .bind(limit)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(done.rows_affected())
+    let deleted = touched.len() as u64;
+    touched.sort_unstable();
+    touched.dedup();
+    if touched.is_empty() {
+        return Ok((deleted, 0));
+    }
+    // Only a stream that just lost publications can have been left empty (count retention
+    // always keeps at least one). Its row is locked first, in the committers' order: an append
+    // to it then either committed before (its publications are seen, the row stays) or waits
+    // and, finding the row gone, creates a new one with a new epoch.
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "SELECT 1 FROM streams WHERE id = ANY($1) ORDER BY stream COLLATE \"C\" FOR UPDATE",
+    )
+    .bind(&touched)
+    .execute(&mut *tx)
+    .await?;
+    let removed = sqlx::query(
+        "DELETE FROM streams s WHERE s.id = ANY($1) \
+         AND NOT EXISTS (SELECT 1 FROM publications p WHERE p.stream_id = s.id)",
+    )
+    .bind(&touched)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok((deleted, usize::try_from(removed).unwrap_or(usize::MAX)))
 }
 
 /// Deletes, per stream, the publications at or below `upto` and records the new floor.
@@ -209,9 +237,17 @@ pub(super) async fn trim_count(
     Ok(deleted)
 }
 
-/// Succeeds if the server answers.
+/// Succeeds if the database commits a real write: a `SELECT 1` passes on a server that cannot
+/// write (a full disk, a read-only standby), and readiness would flap while every batch fails.
 pub(super) async fn probe(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+    sqlx::query(
+        "INSERT INTO store_probe (id, at_ms) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET at_ms = EXCLUDED.at_ms",
+    )
+    .bind(super::now_ms())
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 /// True for the errors that a retry of the same transaction resolves.

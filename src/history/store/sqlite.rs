@@ -97,8 +97,9 @@ pub(crate) struct SqliteWriter {
 }
 
 /// Id, epoch and last offset of the streams this connection has committed to. The committer's
-/// connection is the only writer of `streams.last_offset` (SQLite's retention runs on it too,
-/// and `positions` only inserts rows), so what it committed is what the table holds: a batch
+/// connection is the only writer of `streams` (it creates the rows with their first
+/// publications; SQLite's retention, which removes the rows it leaves empty, runs on it too and
+/// forgets them here; reads write nothing), so what it committed is what the table holds: a batch
 /// whose streams are all known skips the read and is written, committed included, in one
 /// round trip to SQLite's thread. The map dies with the connection, which the committer drops
 /// after any error. Were a second process writing the same file regardless (an old and a new
@@ -130,6 +131,14 @@ impl SqliteWriter {
 
     pub(super) fn detach(self) -> SqliteConnection {
         self.conn.detach()
+    }
+
+    /// Forgets streams whose rows retention removed: their next publication creates a new row
+    /// (a new id and epoch).
+    pub(super) fn forget_streams(&mut self, streams: &[String]) {
+        for s in streams {
+            self.known.0.remove(s);
+        }
     }
 
     /// Forgets the known streams, after a collision. Every write of a batch is `OR ROLLBACK`,
@@ -288,8 +297,8 @@ async fn read_streams(
                 .push_bind(0_i64)
                 .push_bind(now_ms);
         });
-        // `positions` (on another connection) cannot have created one meanwhile: this
-        // transaction holds the write lock.
+        // Nothing else creates stream rows in this process, and another process cannot
+        // meanwhile: this transaction holds the write lock.
         qb.push(" RETURNING id, stream, epoch, last_offset");
         for row in qb.build().persistent(false).fetch_all(&mut *conn).await? {
             read_stream(&row, ids, states)?;
@@ -361,24 +370,47 @@ fn read_stream(
     Ok(())
 }
 
-/// Deletes up to `limit` publications older than `cutoff_ms`; returns how many.
+/// Deletes up to `limit` publications older than `cutoff_ms`, then the rows of the streams
+/// this left without publications; returns how many publications, and the streams removed.
+/// Runs on the committer's connection, which must forget the removed streams.
 pub(super) async fn trim_age(
     conn: &mut SqliteConnection,
     cutoff_ms: i64,
     limit: i64,
-) -> Result<u64, sqlx::Error> {
+) -> Result<(u64, Vec<String>), sqlx::Error> {
     // Rowids grow in commit order, and so does `published_at_ms` (one writer, one clock):
     // the old publications are a prefix of the table, found without an index on the time.
     // Only the first `limit` rows are looked at; a row that is not old ends the prefix.
-    let done = sqlx::query(
+    let mut touched: Vec<i64> = sqlx::query_scalar(
         "DELETE FROM publications WHERE rowid IN \
-         (SELECT rowid FROM publications ORDER BY rowid LIMIT $2) AND published_at_ms < $1",
+         (SELECT rowid FROM publications ORDER BY rowid LIMIT $2) AND published_at_ms < $1 \
+         RETURNING stream_id",
     )
     .bind(cutoff_ms)
     .bind(limit)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(done.rows_affected())
+    let deleted = touched.len() as u64;
+    touched.sort_unstable();
+    touched.dedup();
+    // Only a stream that just lost publications can have been left empty (count retention
+    // always keeps at least one), so the work is bounded by the chunk, not by the streams.
+    let mut removed = Vec::new();
+    for chunk in touched.chunks(CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM streams WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(
+            ") AND NOT EXISTS (SELECT 1 FROM publications p WHERE p.stream_id = streams.id) \
+             RETURNING stream",
+        );
+        for row in qb.build().persistent(false).fetch_all(&mut *conn).await? {
+            removed.push(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok((deleted, removed))
 }
 
 /// Deletes, per stream, the publications at or below `upto` and records the new floor.
@@ -451,11 +483,50 @@ pub(super) async fn rewind_wal(conn: &mut SqliteConnection) -> Result<u64, sqlx:
 /// Longest a RESTART checkpoint waits for readers.
 const RESTART_WAIT: Duration = Duration::from_millis(20);
 
-/// Succeeds only if the database can be written: a `SELECT 1` would pass while another
-/// process holds the write lock.
-pub(super) async fn probe(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    tx.rollback().await
+/// Succeeds only if the database can take writes: the filesystem holding it has at least
+/// `min_free_bytes` available, and a real write commits. A probe that wrote nothing (or only
+/// reused room the WAL file already has) would pass on a full disk while every batch fails,
+/// and readiness would flap; a `SELECT 1` would even pass while another process holds the
+/// write lock. Answers why not, for the operators and the refused publishers.
+pub(super) async fn probe(pool: &SqlitePool, min_free_bytes: u64) -> Result<(), String> {
+    let file = pool.connect_options().get_filename().to_path_buf();
+    if let Some(free) = free_bytes(&file) {
+        if free < min_free_bytes {
+            return Err(format!(
+                "only {} MiB free on the filesystem of {} (storage.sqlite_min_free_mib = {}); \
+                 free some space there",
+                free / (1024 * 1024),
+                file.display(),
+                min_free_bytes / (1024 * 1024)
+            ));
+        }
+    }
+    let write = async {
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT OR REPLACE INTO store_probe (id, at_ms) VALUES (1, $1)")
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    };
+    write.await.map_err(|e: sqlx::Error| e.to_string())
+}
+
+/// Bytes available to the gateway on the filesystem holding `file` (its directory, since the
+/// file may be gone); `None` where that cannot be told.
+fn free_bytes(file: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty())?;
+        let st = rustix::fs::statvfs(dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        None
+    }
 }
 
 /// Bytes SQLite holds from the heap in this process (page caches, statements, schemas), for
