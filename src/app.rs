@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
 use crate::broker::{Broker, NatsBroker};
-use crate::chains::Chains;
+use crate::chains::{Chains, Registry};
 use crate::config::Settings;
 use crate::history::History;
 use crate::hub::Hub;
@@ -49,7 +49,7 @@ impl Gateway {
         let settings = Arc::new(settings);
         let verifier =
             Verifier::new(&settings.auth).map_err(|e| StartError::Config(format!("auth: {e}")))?;
-        let chains = Chains::new(settings.chains.clone()).map_err(StartError::Config)?;
+        let registry = Registry::new(settings.chains.clone()).map_err(StartError::Config)?;
         let shutdown = Shutdown::new();
         let hub = Arc::new(Hub::new());
         let broker = Arc::new(match &settings.broker.url {
@@ -59,7 +59,7 @@ impl Gateway {
                     url,
                     &settings.broker.subject_prefix,
                     hub.clone(),
-                    chains.clone(),
+                    registry.clone(),
                 )
                 .await
                 .map_err(|e| StartError::Config(format!("broker: {e}")))?,
@@ -72,6 +72,13 @@ impl Gateway {
         if let Broker::Nats(n) = &*broker {
             n.set_history(history.clone());
         }
+        let chains = Chains::new(registry, history.clone(), broker.clone());
+        // Stored overrides and signs of life apply before the node serves anyone.
+        let restored = chains
+            .restore()
+            .await
+            .map_err(|e| StartError::Config(format!("chain state: {e}")))?;
+        tracing::debug!(restored, "Chain state restored.");
         let node = Arc::new(Node::new(
             settings.clone(),
             hub,

@@ -51,6 +51,7 @@ async fn configured_chains_are_listed_down_with_a_reason() {
     let body: Value = serde_json::from_str(&body).unwrap();
     let down = |id: &str| {
         json!({"chainId": id, "status": "down", "mode": "auto", "reason": "no heartbeat or publication seen yet",
+               "inputs": {"freshSignOfLife": false, "storeWritable": true, "brokerConnected": true},
                "staleAfterMs": 60000, "lastSeenMsAgo": null})
     };
     assert_eq!(
@@ -254,7 +255,9 @@ async fn admin_overrides_notify_and_auto_returns_to_signs_of_life() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v,
-        json!({"chainId": eth, "status": "up", "mode": "up", "reason": "forced up by an operator", "staleAfterMs": 60000, "lastSeenMsAgo": null})
+        json!({"chainId": eth, "status": "up", "mode": "up", "reason": "forced up by an operator",
+               "inputs": {"freshSignOfLife": false, "storeWritable": true, "brokerConnected": true},
+               "staleAfterMs": 60000, "lastSeenMsAgo": null})
     );
     assert_eq!(c.next_status().await, status_msg(AA, &[eth], "up"));
     assert_eq!(gw.metric(&status_series(eth)).await, 1.0);

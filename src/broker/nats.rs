@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::order::{Orderer, Verdict};
 use super::wire::{key_token, ChainMessage, WirePublication};
-use crate::chains::{Chains, Mode};
+use crate::chains::{Mode, Registry};
 use crate::history::{History, Recovery, StreamPosition};
 use crate::hub::{Hub, Publication};
 use crate::ingest::durable_publication;
@@ -48,7 +48,7 @@ pub struct NatsBroker {
     client: Client,
     prefix: String,
     hub: Arc<Hub>,
-    chains: Arc<Chains>,
+    chains: Arc<Registry>,
     history: OnceLock<History>,
     interests: Mutex<HashMap<String, Interest>>,
     outbound: mpsc::UnboundedSender<(String, Bytes)>,
@@ -65,7 +65,7 @@ impl NatsBroker {
         url: &str,
         prefix: &str,
         hub: Arc<Hub>,
-        chains: Arc<Chains>,
+        chains: Arc<Registry>,
     ) -> Result<Arc<Self>, ConnectError> {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let client = async_nats::ConnectOptions::new()
@@ -103,7 +103,7 @@ impl NatsBroker {
             reconnected,
             last_alive: Mutex::new(HashMap::new()),
         });
-        chains.set_outage(!up);
+        chains.set_broker_connected(up);
         crate::metrics::broker_connected(up);
         tokio::spawn(publisher(broker.client.clone(), outbound_rx));
         tokio::spawn(chain_events(broker.clone()));
@@ -147,7 +147,7 @@ impl NatsBroker {
             return;
         }
         crate::metrics::broker_connected(up);
-        self.chains.set_outage(!up);
+        self.chains.set_broker_connected(up);
         if up {
             tracing::info!("NATS connection established; chains follow their status again.");
             let _ = self.reconnected.send(());
@@ -286,9 +286,11 @@ async fn chain_events(broker: Arc<NatsBroker>) {
                 continue;
             };
             match m.mode {
-                None => broker.chains.sign_of_life(&chain),
+                None => {
+                    let _ = broker.chains.remote_alive(&chain);
+                }
                 Some(mode) => {
-                    let _ = broker.chains.set_mode(&chain, mode);
+                    let _ = broker.chains.set_mode(&chain, mode, true);
                 }
             }
         }
