@@ -400,3 +400,42 @@ async fn market_data_subscribers_are_told_about_their_assets_chain() {
     );
     md.expect_silence(QUIET).await;
 }
+
+#[tokio::test]
+async fn chains_past_max_chains_are_refused_and_counted() {
+    // Four chains are configured by the harness: room for one more.
+    let gw = TestGateway::start(&[("GATEWAY__CHAINS__MAX_CHAINS", "5")]).await;
+    assert_eq!(gw.metric("gateway_chains_refused_total").await, 0.0);
+    gw.heartbeat("eip155:10").await;
+    let (s, body) = gw
+        .post(
+            "/v1/chains/eip155:42161/heartbeat",
+            &gw.publisher_key,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (422, Some("too_many_chains")),
+        "{body}"
+    );
+    assert!(body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("chains.max_chains = 5")));
+
+    // A publication on one more chain is still delivered; its chain is not tracked.
+    let mut c = gw.client().await;
+    c.subscribe(&[&aa("eip155:56", ADDR_A)]).await;
+    let (s, body) = gw
+        .publish(json!({"channel": aa("eip155:56", ADDR_A), "data": {"n": 1}}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(c.next_push().await["data"]["n"], 1);
+    assert_eq!(gw.get("/v1/chains/eip155:56").await.0, 404);
+
+    let (_, list) = gw.get("/v1/chains").await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["chains"].as_array().map(Vec::len), Some(5));
+    assert_eq!(gw.metric("gateway_chains_refused_total").await, 2.0);
+    assert!(!gw.get("/metrics").await.1.contains("chain=\"eip155:56\""));
+}
