@@ -206,3 +206,29 @@ impl Drop for DeleteStream {
         });
     }
 }
+
+/// A node that joins a cluster learns the chains the others saw alive before it started (here
+/// each node has its own store, so only the running node can tell it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_learns_the_others_view() {
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("GATEWAY__BROKER__URL", "nats://127.0.0.1:4222"),
+        ("GATEWAY__BROKER__SUBJECT_PREFIX", prefix.as_str()),
+    ];
+    let a = TestGateway::start(&env).await;
+    wait_until(Duration::from_secs(10), "node ready", || async {
+        a.get("/readyz").await.0 == 200
+    })
+    .await;
+    a.heartbeat(CHAIN).await;
+
+    let b = TestGateway::start(&same_keys(&a, &env)).await;
+    let mut w = Wallet::connect(&b, &aa(CHAIN, ADDR_A)).await;
+    assert_eq!(
+        w.status_within(CHAIN, Duration::from_secs(2)).await,
+        Some(true),
+        "up on the joining node without a new sign of life"
+    );
+    assert_eq!(view(&b, "eip155:137").await["status"], "down");
+}

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::order::{Orderer, Verdict};
-use super::wire::{key_token, ChainMessage, WirePublication};
+use super::wire::{key_token, ChainMessage, ChainSeen, ChainSnapshot, WirePublication};
 use crate::chains::{Mode, Registry};
 use crate::history::{History, Recovery, StreamPosition};
 use crate::hub::{Hub, Publication};
@@ -223,6 +223,54 @@ impl NatsBroker {
                 .outbound
                 .send((self.chains_subject(), Bytes::from(bytes)));
         }
+    }
+
+    fn chains_view_subject(&self) -> String {
+        format!("{}.chains.view", self.prefix)
+    }
+
+    /// Asks the other nodes for their view of the chains; the first answer within 1 s.
+    pub async fn peers_chains(&self) -> Option<ChainSnapshot> {
+        let ask = self
+            .client
+            .request(self.chains_view_subject(), Bytes::new());
+        let reply = tokio::time::timeout(Duration::from_secs(1), ask)
+            .await
+            .ok()?
+            .ok()?;
+        serde_json::from_slice(&reply.payload).ok()
+    }
+
+    /// Answers every request for this node's view of the chains, from now on.
+    pub fn serve_chains(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let (client, subject) = (self.client.clone(), self.chains_view_subject());
+        tokio::spawn(async move {
+            let mut sub = loop {
+                match client.subscribe(subject.clone()).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
+            while let Some(msg) = sub.next().await {
+                let (Some(reply), Some(broker)) = (msg.reply, weak.upgrade()) else {
+                    continue;
+                };
+                let chains = broker
+                    .chains
+                    .snapshot()
+                    .into_iter()
+                    .map(|(chain, mode, age)| ChainSeen {
+                        chain,
+                        mode,
+                        seen_ms_ago: age.map(|a| a.as_millis() as u64),
+                    })
+                    .collect();
+                if let Ok(bytes) = serde_json::to_vec(&ChainSnapshot { chains }) {
+                    let _ = client.publish(reply, Bytes::from(bytes)).await;
+                }
+            }
+        });
     }
 
     /// Starts (or joins) listening to `key`; returns once the subscription is in place.

@@ -70,8 +70,9 @@ impl Chains {
         chains
     }
 
-    /// Reads the stored modes and last signs of life; run before the node is ready, so the
-    /// first status a wallet hears already honours them.
+    /// Reads the stored modes and last signs of life, and in a cluster the other nodes'
+    /// current view; run before the node is ready, so the first status a wallet hears already
+    /// honours them. Then starts answering the next starting node.
     pub async fn restore(&self) -> Result<usize, HistoryError> {
         let stored = self.history.chain_states().await?;
         let now = wall_ms();
@@ -85,9 +86,20 @@ impl Chains {
             let age = row
                 .last_seen_ms
                 .map(|ms| Duration::from_millis(u64::try_from(now - ms).unwrap_or(0)));
-            self.registry.restore(&chain, mode, age);
+            self.registry.restore(&chain, Some(mode), age);
             restored += 1;
         }
+        // In a cluster, the signs of life the others saw since their last write. Modes come
+        // from the store, where every override is written before it applies.
+        if let Some(peers) = self.broker.peers_chains().await {
+            for seen in peers.chains {
+                if let Ok(chain) = ChainId::parse(&seen.chain) {
+                    let age = seen.seen_ms_ago.map(Duration::from_millis);
+                    self.registry.restore(&chain, None, age);
+                }
+            }
+        }
+        self.broker.serve_chains();
         Ok(restored)
     }
 

@@ -158,9 +158,9 @@ impl Registry {
         Ok(view)
     }
 
-    /// Restores a stored chain at start: its mode, and its last sign of life when that is
-    /// still fresh (`age` ago).
-    pub fn restore(&self, chain: &ChainId, mode: Mode, age: Option<Duration>) {
+    /// Restores a chain at start (from the store or a peer): its mode when given, and its
+    /// last sign of life (`age` ago) when later than the one known.
+    pub fn restore(&self, chain: &ChainId, mode: Option<Mode>, age: Option<Duration>) {
         let now = Instant::now();
         let change = {
             let mut st = self.state.lock();
@@ -168,7 +168,9 @@ impl Registry {
             let Ok(entry) = self.admit(entries, chain) else {
                 return;
             };
-            entry.mode = mode;
+            if let Some(mode) = mode {
+                entry.mode = mode;
+            }
             if let Some(seen) = age.and_then(|a| now.checked_sub(a)) {
                 if entry.last_seen.is_none_or(|t| t < seen) {
                     entry.last_seen = Some(seen);
