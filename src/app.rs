@@ -39,6 +39,9 @@ pub struct Gateway {
     server: tokio::task::JoinHandle<()>,
     /// The JetStream consumer, when `ingest.jetstream.url` is set; stopped first on drain.
     ingest: Option<Ingest>,
+    /// Chain health's clock; it writes the last signs of life once more when stopped,
+    /// before the history closes.
+    chains_task: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
@@ -88,7 +91,7 @@ impl Gateway {
             verifier,
             shutdown.clone(),
         ));
-        tokio::spawn(chains.run(shutdown.stop_token()));
+        let chains_task = tokio::spawn(chains.run(shutdown.stop_token()));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .await
@@ -113,6 +116,7 @@ impl Gateway {
             addr,
             server,
             ingest,
+            chains_task,
         })
     }
 
@@ -135,6 +139,7 @@ impl Gateway {
         }
         shutdown.stop();
         let _ = self.server.await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.chains_task).await;
         self.node.history.close().await;
         tracing::info!("Stopped.");
     }

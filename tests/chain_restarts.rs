@@ -30,10 +30,19 @@ fn same_keys<'a>(first: &'a TestGateway, env: &[(&'a str, &'a str)]) -> Vec<(&'a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_override_survives_a_restart() {
+async fn an_operator_override_survives_a_restart_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/gateway.db", dir.path().display());
-    let env = [("GATEWAY__STORAGE__URL", db.as_str())];
+    override_survives_a_restart(&format!("sqlite://{}/gateway.db", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_override_survives_a_restart_postgres() {
+    let store = Store::postgres().await;
+    override_survives_a_restart(&store.url).await;
+}
+
+async fn override_survives_a_restart(db: &str) {
+    let env = [("GATEWAY__STORAGE__URL", db)];
     let first = TestGateway::start(&env).await;
     let (s, v) = first.set_status(CHAIN, "down").await;
     assert_eq!((s, v["mode"].as_str()), (200, Some("down")), "{v}");
