@@ -439,3 +439,50 @@ async fn chains_past_max_chains_are_refused_and_counted() {
     assert_eq!(gw.metric("gateway_chains_refused_total").await, 2.0);
     assert!(!gw.get("/metrics").await.1.contains("chain=\"eip155:56\""));
 }
+
+/// Only a committed publication is a sign of life: one the store refused, or a retry of one
+/// already stored, proves nothing a wallet could receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_new_committed_publication_is_a_sign_of_life() {
+    use sqlx::{Connection, Executor};
+    let gw = TestGateway::start(&[("GATEWAY__CHAINS__STALE_AFTER", "1s")]).await;
+    let p = json!({"channel": aa("eip155:1", ADDR_A), "data": {"n": 1}, "id": "once"});
+
+    let db = format!("sqlite://{}/gateway.db", gw.data_dir.path().display());
+    let mut locker = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    locker.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let (s, body) = gw.publish(p.clone()).await;
+    assert_eq!(s, 503, "{body}");
+    locker.execute("ROLLBACK").await.unwrap();
+    wait_until(Duration::from_secs(10), "store writable again", || async {
+        gw.get("/readyz").await.0 == 200
+    })
+    .await;
+    let v = view(&gw, "eip155:1").await;
+    assert_eq!(
+        (v["status"].as_str(), v["lastSeenMsAgo"].as_u64()),
+        (Some("down"), None),
+        "{v}"
+    );
+
+    // Committed: up. Stale: down. The same publication again is a duplicate: still down.
+    let (s, body) = gw.publish(p.clone()).await;
+    assert_eq!(
+        (s, body["publications"][0]["duplicate"].as_bool()),
+        (200, None),
+        "{body}"
+    );
+    assert_eq!(view(&gw, "eip155:1").await["status"], "up");
+    wait_until(Duration::from_secs(5), "stale", || async {
+        view(&gw, "eip155:1").await["status"] == "down"
+    })
+    .await;
+    let (s, body) = gw.publish(p).await;
+    assert_eq!(
+        (s, body["publications"][0]["duplicate"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(view(&gw, "eip155:1").await["status"], "down");
+}

@@ -248,7 +248,7 @@ impl Registry {
         }
         entries
             .get_mut(&key)
-            .ok_or(ChainRefused::Unknown(key.clone()))
+            .ok_or_else(|| ChainRefused::Unknown(key.clone()))
     }
 
     fn announce(&self, mut changes: Vec<(ChainId, bool)>) {

@@ -18,6 +18,7 @@ use crate::history::{HistoryError, NewPublication};
 use crate::hub::{message_id, Position, Publication};
 use crate::metrics;
 use crate::node::Node;
+use crate::protocol::caip::ChainId;
 use crate::protocol::{Channel, Namespace};
 pub use listener::{durable_publication, HubListener};
 pub use validate::{validate, ItemError, Rejection, Validated};
@@ -80,14 +81,18 @@ pub async fn publish(
     // A committed publication, not a replay of one already stored, is a sign of life of
     // its chain: one that was refused proves nothing a wallet could receive.
     let mut results = committed.iter();
+    let mut alive: Vec<&ChainId> = Vec::new();
     for item in &items {
         if let Channel::AccountActivity(a) = &item.channel {
-            if results.next().is_some_and(|c| !c.duplicate) {
-                // Over chains.max_chains the chain is not tracked (and counted); the
-                // publication itself is delivered all the same.
-                let _ = node.chains.alive(&a.account.chain);
+            if results.next().is_some_and(|c| !c.duplicate) && !alive.contains(&&a.account.chain) {
+                alive.push(&a.account.chain);
             }
         }
+    }
+    for chain in alive {
+        // Over chains.max_chains the chain is not tracked (and counted); the publication
+        // itself is delivered all the same.
+        let _ = node.chains.alive(chain);
     }
     let mut committed = committed.into_iter();
     let accepted_at = Instant::now();
