@@ -69,6 +69,7 @@ async fn during_fault(gw: &TestGateway, w: &mut Wallet, since: Instant) -> Value
         Some(false),
         "down within 2 s of the fault"
     );
+    eprintln!("down {} ms after the fault", since.elapsed().as_millis());
     let (s, body) = refused.await.unwrap();
     assert_eq!(
         (s, body["error"].as_str()),
@@ -85,10 +86,15 @@ async fn during_fault(gw: &TestGateway, w: &mut Wallet, since: Instant) -> Value
 
 /// The fault is over: `up` again, the refused publication retried, nothing lost.
 async fn recovered(gw: &TestGateway, w: &mut Wallet) {
+    let recovered_at = Instant::now();
     assert_eq!(
         w.status_within(CHAIN, Duration::from_secs(15)).await,
         Some(true),
         "up after recovery"
+    );
+    eprintln!(
+        "up {} ms after the recovery",
+        recovered_at.elapsed().as_millis()
     );
     let v = view(gw).await;
     assert_eq!(
