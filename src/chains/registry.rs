@@ -61,6 +61,9 @@ impl Registry {
         if config.max_chains == 0 {
             return Err("chains.max_chains must be at least 1".into());
         }
+        if config.check_interval.is_zero() {
+            return Err("chains.check_interval must be longer than 0 (e.g. 500ms)".into());
+        }
         if config.known.len() > config.max_chains {
             return Err(format!(
                 "chains.known lists {} chains, more than chains.max_chains = {}",

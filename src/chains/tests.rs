@@ -139,6 +139,11 @@ fn the_registry_holds_at_most_max_chains() {
         ..Default::default()
     })
     .is_err());
+    assert!(Registry::new(ChainsConfig {
+        check_interval: Duration::ZERO,
+        ..Default::default()
+    })
+    .is_err());
 }
 
 #[test]
