@@ -49,8 +49,11 @@ struct State {
 
 /// The registry. Cheap to share behind an `Arc`.
 pub struct Registry {
+    /// Every chain and the node-wide inputs, under one lock so a change is seen whole.
     state: Mutex<State>,
+    /// Status changes, to every session.
     events: broadcast::Sender<Arc<ChainEvent>>,
+    /// `[chains]`.
     config: ChainsConfig,
 }
 
