@@ -93,7 +93,8 @@ async fn a_restart_shorter_than_stale_after_keeps_healthy_chains_up() {
     ];
     let first = TestGateway::start(&env).await;
     first.heartbeat(CHAIN).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the next write, with room for a loaded machine.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let keys = [
         first.secret.clone(),
         first.publisher_key.clone(),
