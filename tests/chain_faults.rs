@@ -175,3 +175,79 @@ async fn nats_cut() {
     proxy.up();
     recovered(&gw, &mut w).await;
 }
+
+/// After a broker cut a node says `up` only once it caught up: what another node accepted
+/// meanwhile reaches the wallet before the `up` that lets it stop polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_nats_cut_up_follows_the_catch_up() {
+    let store = Store::postgres().await;
+    let proxy = Proxy::start(NATS.parse().unwrap()).await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let via_proxy = format!("nats://{}", proxy.addr);
+    let direct = format!("nats://{NATS}");
+    let env = |nats: &str| {
+        vec![
+            ("GATEWAY__STORAGE__URL".to_owned(), store.url.clone()),
+            ("GATEWAY__BROKER__URL".to_owned(), nats.to_owned()),
+            ("GATEWAY__BROKER__SUBJECT_PREFIX".to_owned(), prefix.clone()),
+        ]
+    };
+    let a_env = env(&via_proxy);
+    let a = TestGateway::start(
+        &a_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let mut b_env = env(&direct);
+    b_env.push(("GATEWAY__AUTH__HS256_SECRET".into(), a.secret.clone()));
+    b_env.push(("GATEWAY__PUBLISH__API_KEYS".into(), a.publisher_key.clone()));
+    let b = TestGateway::start(
+        &b_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    for gw in [&a, &b] {
+        wait_until(Duration::from_secs(10), "node ready", || async {
+            gw.get("/readyz").await.0 == 200
+        })
+        .await;
+    }
+    b.heartbeat(CHAIN).await;
+    wait_until(Duration::from_secs(5), "B's heartbeat heard on A", || async {
+        view(&a).await["status"] == "up"
+    })
+    .await;
+    let mut w = Wallet::connect(&a, &aa(CHAIN, ADDR_A)).await;
+    assert_eq!(
+        w.status_within(CHAIN, Duration::from_secs(5)).await,
+        Some(true)
+    );
+
+    proxy.down();
+    assert_eq!(
+        w.status_within(CHAIN, Duration::from_secs(2)).await,
+        Some(false)
+    );
+    for seq in 0..20 {
+        assert_eq!(b.publish(publication(seq)).await.0, 200);
+    }
+    proxy.up();
+    assert_eq!(
+        w.status_within(CHAIN, Duration::from_secs(15)).await,
+        Some(true)
+    );
+    let before_up: Vec<i64> = w
+        .pushes
+        .iter()
+        .map(|d| d["seq"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(
+        before_up,
+        (0..20).collect::<Vec<_>>(),
+        "everything accepted meanwhile, before the up"
+    );
+}

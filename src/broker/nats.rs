@@ -2,7 +2,7 @@
 //! filling from the shared history, chain events, and outage handling.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,9 @@ use crate::protocol::{Channel, Namespace};
 /// How long an early arrival waits for the publications before it before they are read
 /// from the history.
 const GAP_GRACE: Duration = Duration::from_millis(150);
+/// Longest the chains wait, after a reconnect, for every stream to catch up before they count
+/// the broker as connected again.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
 /// A node announces a chain's sign of life at most this often.
 const ALIVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -55,6 +58,9 @@ pub struct NatsBroker {
     up: AtomicBool,
     /// Fires on every reconnect so each interest catches up from the history.
     reconnected: broadcast::Sender<()>,
+    /// Interests still catching up after the last reconnect; the chains hear the broker is
+    /// back when the last one is done (or after `CATCH_UP_LIMIT`).
+    catching_up: AtomicUsize,
     last_alive: Mutex<HashMap<String, Instant>>,
 }
 
@@ -101,6 +107,7 @@ impl NatsBroker {
             outbound,
             up: AtomicBool::new(up),
             reconnected,
+            catching_up: AtomicUsize::new(0),
             last_alive: Mutex::new(HashMap::new()),
         });
         chains.set_broker_connected(up);
@@ -134,7 +141,7 @@ impl NatsBroker {
         let _ = self.history.set(history);
     }
 
-    fn on_event(&self, event: async_nats::Event) {
+    fn on_event(self: &Arc<Self>, event: async_nats::Event) {
         match event {
             async_nats::Event::Connected => self.set_up(true),
             async_nats::Event::Disconnected => self.set_up(false),
@@ -142,16 +149,31 @@ impl NatsBroker {
         }
     }
 
-    fn set_up(&self, up: bool) {
+    fn set_up(self: &Arc<Self>, up: bool) {
         if self.up.swap(up, Ordering::AcqRel) == up {
             return;
         }
         crate::metrics::broker_connected(up);
-        self.chains.set_broker_connected(up);
         if up {
-            tracing::info!("NATS connection established; chains follow their status again.");
-            let _ = self.reconnected.send(());
+            tracing::info!("NATS connection established; chains follow their status again once every stream caught up.");
+            let pending = self.interests.lock().len();
+            self.catching_up.store(pending, Ordering::Release);
+            if pending == 0 || self.reconnected.send(()).is_err() {
+                self.chains.set_broker_connected(true);
+            } else {
+                let weak = Arc::downgrade(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(CATCH_UP_LIMIT).await;
+                    if let Some(b) = weak.upgrade() {
+                        if b.catching_up.swap(0, Ordering::AcqRel) > 0 && b.is_up() {
+                            tracing::warn!("Streams still catching up after the reconnect; chains follow their status again anyway.");
+                            b.chains.set_broker_connected(true);
+                        }
+                    }
+                });
+            }
         } else {
+            self.chains.set_broker_connected(false);
             tracing::error!("NATS connection lost: every chain is reported down, publishing is refused until it returns.");
         }
     }
@@ -222,6 +244,16 @@ impl NatsBroker {
             let _ = self
                 .outbound
                 .send((self.chains_subject(), Bytes::from(bytes)));
+        }
+    }
+
+    /// One interest finished catching up after a reconnect; the last one tells the chains.
+    fn caught_up(&self) {
+        let before = self
+            .catching_up
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if before == Ok(1) && self.is_up() {
+            self.chains.set_broker_connected(true);
         }
     }
 
@@ -421,6 +453,7 @@ async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>
                         catch_up(&broker.hub, h, &key, o).await;
                     }
                 }
+                broker.caught_up();
             }
         }
     }
