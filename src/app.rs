@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
 use crate::broker::{Broker, NatsBroker};
-use crate::chains::Chains;
+use crate::chains::{Chains, Registry};
 use crate::config::Settings;
 use crate::history::History;
 use crate::hub::Hub;
@@ -39,6 +39,9 @@ pub struct Gateway {
     server: tokio::task::JoinHandle<()>,
     /// The JetStream consumer, when `ingest.jetstream.url` is set; stopped first on drain.
     ingest: Option<Ingest>,
+    /// Chain health's clock; it writes the last signs of life once more when stopped,
+    /// before the history closes.
+    chains_task: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
@@ -49,7 +52,7 @@ impl Gateway {
         let settings = Arc::new(settings);
         let verifier =
             Verifier::new(&settings.auth).map_err(|e| StartError::Config(format!("auth: {e}")))?;
-        let chains = Chains::new(settings.chains.clone()).map_err(StartError::Config)?;
+        let registry = Registry::new(settings.chains.clone()).map_err(StartError::Config)?;
         let shutdown = Shutdown::new();
         let hub = Arc::new(Hub::new());
         let broker = Arc::new(match &settings.broker.url {
@@ -59,7 +62,7 @@ impl Gateway {
                     url,
                     &settings.broker.subject_prefix,
                     hub.clone(),
-                    chains.clone(),
+                    registry.clone(),
                 )
                 .await
                 .map_err(|e| StartError::Config(format!("broker: {e}")))?,
@@ -72,6 +75,13 @@ impl Gateway {
         if let Broker::Nats(n) = &*broker {
             n.set_history(history.clone());
         }
+        let chains = Chains::new(registry, history.clone(), broker.clone());
+        // Stored overrides and signs of life apply before the node serves anyone.
+        let restored = chains
+            .restore()
+            .await
+            .map_err(|e| StartError::Config(format!("chain state: {e}")))?;
+        tracing::debug!(restored, "Chain state restored.");
         let node = Arc::new(Node::new(
             settings.clone(),
             hub,
@@ -81,7 +91,7 @@ impl Gateway {
             verifier,
             shutdown.clone(),
         ));
-        tokio::spawn(chains.run(shutdown.stop_token()));
+        let chains_task = tokio::spawn(chains.run(shutdown.stop_token()));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .await
@@ -106,6 +116,7 @@ impl Gateway {
             addr,
             server,
             ingest,
+            chains_task,
         })
     }
 
@@ -128,6 +139,7 @@ impl Gateway {
         }
         shutdown.stop();
         let _ = self.server.await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.chains_task).await;
         self.node.history.close().await;
         tracing::info!("Stopped.");
     }

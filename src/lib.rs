@@ -12,7 +12,9 @@
 //! - [`session`]: one client connection: reader loop, writer task with a byte-bounded
 //!   queue, limits, subscriptions, acknowledged delivery.
 //! - [`client`]: a Rust client speaking the ack extension (tests, benchmarks, `tail`).
-//! - [`chains`]: chain health and the system notifications derived from it.
+//! - [`chains`]: the one owner of chain health (signs of life, operator overrides, the store's
+//!   and the broker's health, state kept across restarts and shared between nodes) and the
+//!   system notifications derived from it.
 //! - [`ingest`]: validation of publications (HTTP API and the JetStream consumer), the
 //!   durable publish path and the history commit listener.
 //! - [`http`]: the axum router (WebSocket upgrade and its admission limits, publish, chains,

@@ -146,6 +146,11 @@ pub fn chain_status(chain: &str, up: bool) {
     gauge!("gateway_chain_status", "chain" => chain.to_owned()).set(if up { 1.0 } else { 0.0 });
 }
 
+/// Chains refused because `chains.max_chains` was reached (`n` = 0 exports the series).
+pub fn chains_refused(n: u64) {
+    counter!("gateway_chains_refused_total").increment(n);
+}
+
 /// A system notification sent to clients, by status.
 pub fn system_notifications(up: bool, n: u64) {
     counter!("gateway_system_notifications_total", "status" => if up { "up" } else { "down" })
@@ -214,6 +219,10 @@ fn describe() {
     describe_gauge!(
         "gateway_acks_outstanding",
         "Pushes sent on ack-mode connections that await an ack"
+    );
+    describe_counter!(
+        "gateway_chains_refused_total",
+        "Signs of life or overrides for a new chain refused because chains.max_chains was reached"
     );
     describe_counter!(
         "gateway_system_notifications_total",

@@ -50,12 +50,6 @@ impl Node {
         }
     }
 
-    /// A heartbeat or publication for `chain`, shared with the other nodes.
-    pub fn sign_of_life(&self, chain: &crate::protocol::caip::ChainId) {
-        self.chains.sign_of_life(chain);
-        self.broker.chain_alive(chain);
-    }
-
     pub fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }

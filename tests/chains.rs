@@ -51,6 +51,7 @@ async fn configured_chains_are_listed_down_with_a_reason() {
     let body: Value = serde_json::from_str(&body).unwrap();
     let down = |id: &str| {
         json!({"chainId": id, "status": "down", "mode": "auto", "reason": "no heartbeat or publication seen yet",
+               "inputs": {"freshSignOfLife": false, "storeWritable": true, "brokerConnected": true},
                "staleAfterMs": 60000, "lastSeenMsAgo": null})
     };
     assert_eq!(
@@ -254,7 +255,9 @@ async fn admin_overrides_notify_and_auto_returns_to_signs_of_life() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v,
-        json!({"chainId": eth, "status": "up", "mode": "up", "reason": "forced up by an operator", "staleAfterMs": 60000, "lastSeenMsAgo": null})
+        json!({"chainId": eth, "status": "up", "mode": "up", "reason": "forced up by an operator",
+               "inputs": {"freshSignOfLife": false, "storeWritable": true, "brokerConnected": true},
+               "staleAfterMs": 60000, "lastSeenMsAgo": null})
     );
     assert_eq!(c.next_status().await, status_msg(AA, &[eth], "up"));
     assert_eq!(gw.metric(&status_series(eth)).await, 1.0);
@@ -396,4 +399,90 @@ async fn market_data_subscribers_are_told_about_their_assets_chain() {
         status_msg(MD, &["eip155:8453"], "down")
     );
     md.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn chains_past_max_chains_are_refused_and_counted() {
+    // Four chains are configured by the harness: room for one more.
+    let gw = TestGateway::start(&[("GATEWAY__CHAINS__MAX_CHAINS", "5")]).await;
+    assert_eq!(gw.metric("gateway_chains_refused_total").await, 0.0);
+    gw.heartbeat("eip155:10").await;
+    let (s, body) = gw
+        .post(
+            "/v1/chains/eip155:42161/heartbeat",
+            &gw.publisher_key,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (422, Some("too_many_chains")),
+        "{body}"
+    );
+    assert!(body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("chains.max_chains = 5")));
+
+    // A publication on one more chain is still delivered; its chain is not tracked.
+    let mut c = gw.client().await;
+    c.subscribe(&[&aa("eip155:56", ADDR_A)]).await;
+    let (s, body) = gw
+        .publish(json!({"channel": aa("eip155:56", ADDR_A), "data": {"n": 1}}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(c.next_push().await["data"]["n"], 1);
+    assert_eq!(gw.get("/v1/chains/eip155:56").await.0, 404);
+
+    let (_, list) = gw.get("/v1/chains").await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["chains"].as_array().map(Vec::len), Some(5));
+    assert_eq!(gw.metric("gateway_chains_refused_total").await, 2.0);
+    assert!(!gw.get("/metrics").await.1.contains("chain=\"eip155:56\""));
+}
+
+/// Only a committed publication is a sign of life: one the store refused, or a retry of one
+/// already stored, proves nothing a wallet could receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_new_committed_publication_is_a_sign_of_life() {
+    use sqlx::{Connection, Executor};
+    let gw = TestGateway::start(&[("GATEWAY__CHAINS__STALE_AFTER", "1s")]).await;
+    let p = json!({"channel": aa("eip155:1", ADDR_A), "data": {"n": 1}, "id": "once"});
+
+    let db = format!("sqlite://{}/gateway.db", gw.data_dir.path().display());
+    let mut locker = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    locker.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let (s, body) = gw.publish(p.clone()).await;
+    assert_eq!(s, 503, "{body}");
+    locker.execute("ROLLBACK").await.unwrap();
+    wait_until(Duration::from_secs(10), "store writable again", || async {
+        gw.get("/readyz").await.0 == 200
+    })
+    .await;
+    let v = view(&gw, "eip155:1").await;
+    assert_eq!(
+        (v["status"].as_str(), v["lastSeenMsAgo"].as_u64()),
+        (Some("down"), None),
+        "{v}"
+    );
+
+    // Committed: up. Stale: down. The same publication again is a duplicate: still down.
+    let (s, body) = gw.publish(p.clone()).await;
+    assert_eq!(
+        (s, body["publications"][0]["duplicate"].as_bool()),
+        (200, None),
+        "{body}"
+    );
+    assert_eq!(view(&gw, "eip155:1").await["status"], "up");
+    wait_until(Duration::from_secs(5), "stale", || async {
+        view(&gw, "eip155:1").await["status"] == "down"
+    })
+    .await;
+    let (s, body) = gw.publish(p).await;
+    assert_eq!(
+        (s, body["publications"][0]["duplicate"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(view(&gw, "eip155:1").await["status"], "down");
 }

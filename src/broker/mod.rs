@@ -18,7 +18,7 @@ mod wire;
 pub use nats::NatsBroker;
 pub use order::{Orderer, Verdict};
 pub use presence::NodeSeen;
-pub use wire::{key_token, ChainMessage, WirePublication};
+pub use wire::{key_token, ChainMessage, ChainSeen, ChainSnapshot, WirePublication};
 
 use std::sync::Arc;
 
@@ -97,6 +97,22 @@ impl Broker {
         match self {
             Broker::Local(_) => None,
             Broker::Nats(n) => Some(n.nodes()),
+        }
+    }
+
+    /// The other nodes' view of every chain (the first to answer), for a starting node;
+    /// `None` on a single node or when no other node answered within 1 s.
+    pub async fn peers_chains(&self) -> Option<ChainSnapshot> {
+        match self {
+            Broker::Local(_) => None,
+            Broker::Nats(n) => n.peers_chains().await,
+        }
+    }
+
+    /// From now on, answers the other nodes' requests for this node's view of the chains.
+    pub fn serve_chains(&self) {
+        if let Broker::Nats(n) = self {
+            n.serve_chains();
         }
     }
 

@@ -2,7 +2,7 @@
 //! filling from the shared history, chain events, and outage handling.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::order::{Orderer, Verdict};
 use super::presence::{NodeSeen, Presence};
-use super::wire::{key_token, ChainMessage, WirePublication};
-use crate::chains::{Chains, Mode};
+use super::wire::{key_token, ChainMessage, ChainSeen, ChainSnapshot, WirePublication};
+use crate::chains::{Mode, Registry};
 use crate::history::{History, Recovery, StreamPosition};
 use crate::hub::{Hub, Publication};
 use crate::ingest::durable_publication;
@@ -26,6 +26,9 @@ use crate::protocol::{Channel, Namespace};
 /// How long an early arrival waits for the publications before it before they are read
 /// from the history.
 const GAP_GRACE: Duration = Duration::from_millis(150);
+/// Longest the chains wait, after a reconnect, for every stream to catch up before they count
+/// the broker as connected again.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
 /// A node announces a chain's sign of life at most this often.
 const ALIVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -49,13 +52,16 @@ pub struct NatsBroker {
     client: Client,
     prefix: String,
     hub: Arc<Hub>,
-    chains: Arc<Chains>,
+    chains: Arc<Registry>,
     history: OnceLock<History>,
     interests: Mutex<HashMap<String, Interest>>,
     outbound: mpsc::UnboundedSender<(String, Bytes)>,
     up: AtomicBool,
     /// Fires on every reconnect so each interest catches up from the history.
     reconnected: broadcast::Sender<()>,
+    /// Interests still catching up after the last reconnect; the chains hear the broker is
+    /// back when the last one is done (or after `CATCH_UP_LIMIT`).
+    catching_up: AtomicUsize,
     last_alive: Mutex<HashMap<String, Instant>>,
     /// The cluster's nodes this node hears from.
     presence: Arc<Presence>,
@@ -68,7 +74,7 @@ impl NatsBroker {
         url: &str,
         prefix: &str,
         hub: Arc<Hub>,
-        chains: Arc<Chains>,
+        chains: Arc<Registry>,
     ) -> Result<Arc<Self>, ConnectError> {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let client = async_nats::ConnectOptions::new()
@@ -104,13 +110,14 @@ impl NatsBroker {
             outbound,
             up: AtomicBool::new(up),
             reconnected,
+            catching_up: AtomicUsize::new(0),
             last_alive: Mutex::new(HashMap::new()),
             presence: Presence::new(),
         });
         broker
             .presence
             .spawn(broker.client.clone(), format!("{prefix}.nodes"));
-        chains.set_outage(!up);
+        chains.set_broker_connected(up);
         crate::metrics::broker_connected(up);
         tokio::spawn(publisher(broker.client.clone(), outbound_rx));
         tokio::spawn(chain_events(broker.clone()));
@@ -141,7 +148,7 @@ impl NatsBroker {
         let _ = self.history.set(history);
     }
 
-    fn on_event(&self, event: async_nats::Event) {
+    fn on_event(self: &Arc<Self>, event: async_nats::Event) {
         match event {
             async_nats::Event::Connected => self.set_up(true),
             async_nats::Event::Disconnected => self.set_up(false),
@@ -149,16 +156,31 @@ impl NatsBroker {
         }
     }
 
-    fn set_up(&self, up: bool) {
+    fn set_up(self: &Arc<Self>, up: bool) {
         if self.up.swap(up, Ordering::AcqRel) == up {
             return;
         }
         crate::metrics::broker_connected(up);
-        self.chains.set_outage(!up);
         if up {
-            tracing::info!("NATS connection established; chains follow their status again.");
-            let _ = self.reconnected.send(());
+            tracing::info!("NATS connection established; chains follow their status again once every stream caught up.");
+            let pending = self.interests.lock().len();
+            self.catching_up.store(pending, Ordering::Release);
+            if pending == 0 || self.reconnected.send(()).is_err() {
+                self.chains.set_broker_connected(true);
+            } else {
+                let weak = Arc::downgrade(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(CATCH_UP_LIMIT).await;
+                    if let Some(b) = weak.upgrade() {
+                        if b.catching_up.swap(0, Ordering::AcqRel) > 0 && b.is_up() {
+                            tracing::warn!("Streams still catching up after the reconnect; chains follow their status again anyway.");
+                            b.chains.set_broker_connected(true);
+                        }
+                    }
+                });
+            }
         } else {
+            self.chains.set_broker_connected(false);
             tracing::error!("NATS connection lost: every chain is reported down, publishing is refused until it returns.");
         }
     }
@@ -237,6 +259,64 @@ impl NatsBroker {
         }
     }
 
+    /// One interest finished catching up after a reconnect; the last one tells the chains.
+    fn caught_up(&self) {
+        let before = self
+            .catching_up
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if before == Ok(1) && self.is_up() {
+            self.chains.set_broker_connected(true);
+        }
+    }
+
+    fn chains_view_subject(&self) -> String {
+        format!("{}.chains.view", self.prefix)
+    }
+
+    /// Asks the other nodes for their view of the chains; the first answer within 1 s.
+    pub async fn peers_chains(&self) -> Option<ChainSnapshot> {
+        let ask = self
+            .client
+            .request(self.chains_view_subject(), Bytes::new());
+        let reply = tokio::time::timeout(Duration::from_secs(1), ask)
+            .await
+            .ok()?
+            .ok()?;
+        serde_json::from_slice(&reply.payload).ok()
+    }
+
+    /// Answers every request for this node's view of the chains, from now on.
+    pub fn serve_chains(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let (client, subject) = (self.client.clone(), self.chains_view_subject());
+        tokio::spawn(async move {
+            let mut sub = loop {
+                match client.subscribe(subject.clone()).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
+            while let Some(msg) = sub.next().await {
+                let (Some(reply), Some(broker)) = (msg.reply, weak.upgrade()) else {
+                    continue;
+                };
+                let chains = broker
+                    .chains
+                    .snapshot()
+                    .into_iter()
+                    .map(|(chain, mode, age)| ChainSeen {
+                        chain,
+                        mode,
+                        seen_ms_ago: age.map(|a| a.as_millis() as u64),
+                    })
+                    .collect();
+                if let Ok(bytes) = serde_json::to_vec(&ChainSnapshot { chains }) {
+                    let _ = client.publish(reply, Bytes::from(bytes)).await;
+                }
+            }
+        });
+    }
+
     /// Starts (or joins) listening to `key`; returns once the subscription is in place.
     pub async fn add_interest(self: &Arc<Self>, key: &str) {
         let mut ready = {
@@ -298,9 +378,11 @@ async fn chain_events(broker: Arc<NatsBroker>) {
                 continue;
             };
             match m.mode {
-                None => broker.chains.sign_of_life(&chain),
+                None => {
+                    let _ = broker.chains.remote_alive(&chain);
+                }
                 Some(mode) => {
-                    let _ = broker.chains.set_mode(&chain, mode);
+                    let _ = broker.chains.set_mode(&chain, mode, true);
                 }
             }
         }
@@ -383,6 +465,7 @@ async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>
                         catch_up(&broker.hub, h, &key, o).await;
                     }
                 }
+                broker.caught_up();
             }
         }
     }

@@ -28,6 +28,25 @@ pub struct ChainMessage {
     pub mode: Option<crate::chains::Mode>,
 }
 
+/// A node's view of every chain, sent to a starting node that asks for it.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChainSnapshot {
+    /// Every chain the answering node knows.
+    pub chains: Vec<ChainSeen>,
+}
+
+/// One chain in a [`ChainSnapshot`].
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChainSeen {
+    /// CAIP-2 id.
+    pub chain: String,
+    /// The operator's mode there.
+    pub mode: crate::chains::Mode,
+    /// How long ago its last sign of life arrived there, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_ms_ago: Option<u64>,
+}
+
 /// The broker subject of a hub key: a stable 64-bit FNV-1a hash, so that any key (with its
 /// dots and slashes) maps to one valid subject token, the same on every node.
 pub fn key_token(key: &str) -> String {

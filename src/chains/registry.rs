@@ -1,75 +1,18 @@
-//! The chain registry and its staleness clock.
+//! The chain registry: every chain's state under the rule's node-wide inputs, and the events
+//! that tell sessions about each change. Synchronous and store-free; [`super::Chains`] feeds
+//! it and keeps it durable and shared.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::serde_helpers::string_list;
+use super::config::ChainsConfig;
+use super::rule::{view_of, ChainView, Entry, Mode, NodeInputs};
 use crate::metrics;
 use crate::protocol::caip::ChainId;
-
-/// `[chains]` configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChainsConfig {
-    /// Chains known from the start (CAIP-2 ids); they start `down` until a sign of life.
-    #[serde(deserialize_with = "string_list")]
-    pub known: Vec<String>,
-    /// How long a chain in `auto` stays up after its last heartbeat or publication.
-    #[serde(with = "humantime_serde")]
-    pub stale_after: Duration,
-    /// Per-chain `stale_after` overrides (file only), e.g. `"eip155:1" = "30s"`.
-    #[serde(with = "humantime_serde_map")]
-    pub stale_after_overrides: HashMap<String, Duration>,
-    /// How often staleness is checked.
-    #[serde(with = "humantime_serde")]
-    pub check_interval: Duration,
-}
-
-impl Default for ChainsConfig {
-    fn default() -> Self {
-        Self {
-            known: Vec::new(),
-            stale_after: Duration::from_secs(60),
-            stale_after_overrides: HashMap::new(),
-            check_interval: Duration::from_millis(500),
-        }
-    }
-}
-
-mod humantime_serde_map {
-    use std::collections::HashMap;
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<HashMap<String, Duration>, D::Error> {
-        let raw = HashMap::<String, String>::deserialize(d)?;
-        raw.into_iter()
-            .map(|(k, v)| {
-                humantime::parse_duration(&v)
-                    .map(|d| (k, d))
-                    .map_err(serde::de::Error::custom)
-            })
-            .collect()
-    }
-}
-
-/// How a chain's status is decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Auto,
-    Up,
-    Down,
-}
 
 /// Status changes, broadcast to every session.
 #[derive(Debug, Clone)]
@@ -78,167 +21,240 @@ pub struct ChainEvent {
     pub changes: Vec<(ChainId, bool)>,
 }
 
-/// What `GET /v1/chains` shows of one chain.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChainView {
-    pub chain_id: String,
-    pub status: &'static str,
-    pub mode: Mode,
-    pub reason: String,
-    pub stale_after_ms: u64,
-    pub last_seen_ms_ago: Option<u64>,
+/// Why a chain could not be taken in or changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainRefused {
+    /// The admin API named a chain the registry does not know.
+    #[error("chain {0} is not known: list it in chains.known or send a heartbeat for it first")]
+    Unknown(String),
+    /// The registry already holds `chains.max_chains` chains.
+    #[error("chain {chain} was not added: the gateway already tracks chains.max_chains = {max} chains; raise it or list the chains you need in chains.known")]
+    Limit {
+        /// The refused chain.
+        chain: String,
+        /// The cap in force.
+        max: usize,
+    },
 }
 
-/// The admin API named a chain the registry does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("chain {0} is not known: list it in chains.known or send a heartbeat for it first")]
-pub struct UnknownChain(pub String);
-
-struct Entry {
-    chain: ChainId,
-    mode: Mode,
-    up: bool,
-    last_seen: Option<Instant>,
-    stale_after: Duration,
+/// Everything behind the registry's lock.
+struct State {
+    /// Chains by CAIP-2 id.
+    entries: HashMap<String, Entry>,
+    /// The node-wide inputs of the rule.
+    node: NodeInputs,
+    /// Signs of life seen on this node (wall clock, ms) not yet written to the store.
+    unsaved: HashMap<String, i64>,
 }
 
-/// The registry of chains. Cheap to share behind an `Arc`.
-pub struct Chains {
-    entries: Mutex<HashMap<String, Entry>>,
-    /// While the cluster broker is unreachable every chain is reported down.
-    outage: std::sync::atomic::AtomicBool,
+/// The registry. Cheap to share behind an `Arc`.
+pub struct Registry {
+    /// Every chain and the node-wide inputs, under one lock so a change is seen whole.
+    state: Mutex<State>,
+    /// Status changes, to every session.
     events: broadcast::Sender<Arc<ChainEvent>>,
+    /// `[chains]`.
     config: ChainsConfig,
 }
 
-// === Entry ===
-
-impl Entry {
-    fn computed_up(&self, now: Instant) -> bool {
-        match self.mode {
-            Mode::Up => true,
-            Mode::Down => false,
-            Mode::Auto => self
-                .last_seen
-                .is_some_and(|t| now.duration_since(t) < self.stale_after),
-        }
-    }
-}
-
-// === Chains ===
-
-impl Chains {
-    /// Builds the registry; every configured chain id must be valid CAIP-2.
+impl Registry {
+    /// Builds the registry; every configured chain id must be valid CAIP-2, and there may be
+    /// at most `max_chains` of them.
     pub fn new(config: ChainsConfig) -> Result<Arc<Self>, String> {
-        let (events, _) = broadcast::channel(256);
-        let chains = Chains {
-            entries: Mutex::new(HashMap::new()),
-            outage: std::sync::atomic::AtomicBool::new(false),
-            events,
-            config,
-        };
-        for id in chains.config.known.clone() {
-            let chain = ChainId::parse(&id).map_err(|e| format!("chains.known: {e}"))?;
+        if config.max_chains == 0 {
+            return Err("chains.max_chains must be at least 1".into());
+        }
+        if config.check_interval.is_zero() {
+            return Err("chains.check_interval must be longer than 0 (e.g. 500ms)".into());
+        }
+        if config.known.len() > config.max_chains {
+            return Err(format!(
+                "chains.known lists {} chains, more than chains.max_chains = {}",
+                config.known.len(),
+                config.max_chains
+            ));
+        }
+        for key in config.stale_after_overrides.keys() {
+            ChainId::parse(key).map_err(|e| format!("chains.stale_after_overrides: {e}"))?;
+        }
+        let mut entries = HashMap::new();
+        for id in &config.known {
+            let chain = ChainId::parse(id).map_err(|e| format!("chains.known: {e}"))?;
             if chain.is_wildcard() {
                 return Err(format!(
                     "chains.known: {id} is the wildcard reference 0, not a chain"
                 ));
             }
-            chains
-                .entries
-                .lock()
-                .entry(chain.to_string())
-                .or_insert_with(|| {
-                    metrics::chain_status(&chain.to_string(), false);
-                    chains.new_entry(chain.clone())
-                });
+            metrics::chain_status(&chain.to_string(), false);
+            let stale = config.stale_after_of(&chain.to_string());
+            entries.insert(chain.to_string(), Entry::new(chain, stale));
         }
-        for key in chains.config.stale_after_overrides.keys() {
-            ChainId::parse(key).map_err(|e| format!("chains.stale_after_overrides: {e}"))?;
-        }
-        Ok(Arc::new(chains))
+        metrics::chains_refused(0);
+        let (events, _) = broadcast::channel(256);
+        Ok(Arc::new(Registry {
+            state: Mutex::new(State {
+                entries,
+                node: NodeInputs {
+                    store_failure: None,
+                    broker_connected: true,
+                },
+                unsaved: HashMap::new(),
+            }),
+            events,
+            config,
+        }))
     }
 
-    fn new_entry(&self, chain: ChainId) -> Entry {
-        let stale_after = self
-            .config
-            .stale_after_overrides
-            .get(&chain.to_string())
-            .copied()
-            .unwrap_or(self.config.stale_after);
-        Entry {
-            chain,
-            mode: Mode::Auto,
-            up: false,
-            last_seen: None,
-            stale_after,
-        }
+    /// The configuration it was built with.
+    pub fn config(&self) -> &ChainsConfig {
+        &self.config
     }
 
-    /// A heartbeat or a publication for `chain`: adds it if unknown; brings it up if `auto`.
-    pub fn sign_of_life(&self, chain: &ChainId) {
+    /// A sign of life seen by this node (it is remembered for the store).
+    pub fn local_alive(&self, chain: &ChainId, wall_ms: i64) -> Result<(), ChainRefused> {
+        self.alive(chain, Some(wall_ms))
+    }
+
+    /// A sign of life another node saw.
+    pub fn remote_alive(&self, chain: &ChainId) -> Result<(), ChainRefused> {
+        self.alive(chain, None)
+    }
+
+    fn alive(&self, chain: &ChainId, wall_ms: Option<i64>) -> Result<(), ChainRefused> {
         let now = Instant::now();
-        let changed = {
-            let mut entries = self.entries.lock();
-            let entry = entries
-                .entry(chain.to_string())
-                .or_insert_with(|| self.new_entry(chain.clone()));
+        let change = {
+            let mut st = self.state.lock();
+            let State {
+                entries,
+                node,
+                unsaved,
+            } = &mut *st;
+            let entry = self.admit(entries, chain)?;
             entry.last_seen = Some(now);
-            let up =
-                !self.outage.load(std::sync::atomic::Ordering::Acquire) && entry.computed_up(now);
-            let changed = up != entry.up;
-            entry.up = up;
-            changed.then(|| (entry.chain.clone(), up))
+            if let Some(ms) = wall_ms {
+                unsaved.insert(chain.to_string(), ms);
+            }
+            settle(entry, node, now)
         };
-        self.announce(changed.into_iter().collect());
+        self.announce(change.into_iter().collect());
+        Ok(())
     }
 
-    /// Operator override. Unknown chains are refused.
-    pub fn set_mode(&self, chain: &ChainId, mode: Mode) -> Result<ChainView, UnknownChain> {
+    /// Sets an operator mode. With `add`, an unknown chain is taken in (a mode stored or
+    /// set on another node); without, it is refused.
+    pub fn set_mode(
+        &self,
+        chain: &ChainId,
+        mode: Mode,
+        add: bool,
+    ) -> Result<ChainView, ChainRefused> {
         let now = Instant::now();
-        let (changed, view) = {
-            let mut entries = self.entries.lock();
-            let entry = entries
-                .get_mut(&chain.to_string())
-                .ok_or_else(|| UnknownChain(chain.to_string()))?;
+        let (change, view) = {
+            let mut st = self.state.lock();
+            let State { entries, node, .. } = &mut *st;
+            if !add && !entries.contains_key(&chain.to_string()) {
+                return Err(ChainRefused::Unknown(chain.to_string()));
+            }
+            let entry = self.admit(entries, chain)?;
             entry.mode = mode;
-            let up =
-                !self.outage.load(std::sync::atomic::Ordering::Acquire) && entry.computed_up(now);
-            let changed = up != entry.up;
-            entry.up = up;
-            (
-                changed.then(|| (entry.chain.clone(), up)),
-                view_of(entry, now),
-            )
+            let change = settle(entry, node, now);
+            (change, view_of(entry, node, now))
         };
-        self.announce(changed.into_iter().collect());
+        self.announce(change.into_iter().collect());
         Ok(view)
     }
 
-    /// Starts or ends a broker outage: while it lasts every chain is down (wallets poll).
-    pub fn set_outage(&self, outage: bool) {
-        self.outage
-            .store(outage, std::sync::atomic::Ordering::Release);
+    /// Restores a chain at start (from the store or a peer): its mode when given, and its
+    /// last sign of life (`age` ago) when later than the one known.
+    pub fn restore(&self, chain: &ChainId, mode: Option<Mode>, age: Option<Duration>) {
+        let now = Instant::now();
+        let change = {
+            let mut st = self.state.lock();
+            let State { entries, node, .. } = &mut *st;
+            let Ok(entry) = self.admit(entries, chain) else {
+                return;
+            };
+            if let Some(mode) = mode {
+                entry.mode = mode;
+            }
+            if let Some(seen) = age.and_then(|a| now.checked_sub(a)) {
+                if entry.last_seen.is_none_or(|t| t < seen) {
+                    entry.last_seen = Some(seen);
+                }
+            }
+            settle(entry, node, now)
+        };
+        self.announce(change.into_iter().collect());
+    }
+
+    /// Sets whether the history store takes writes (`None`) or why not.
+    pub fn set_store_failure(&self, failure: Option<String>) {
+        let mut st = self.state.lock();
+        let changed = st.node.store_failure.is_some() != failure.is_some();
+        st.node.store_failure = failure;
+        drop(st);
+        if changed {
+            self.tick();
+        }
+    }
+
+    /// Sets whether the cluster broker is connected.
+    pub fn set_broker_connected(&self, connected: bool) {
+        self.state.lock().node.broker_connected = connected;
         self.tick();
     }
 
-    /// Re-evaluates staleness; run periodically.
+    /// Re-applies the rule to every chain (staleness, node inputs).
     pub fn tick(&self) {
         let now = Instant::now();
-        let outage = self.outage.load(std::sync::atomic::Ordering::Acquire);
-        let mut changes = Vec::new();
-        {
-            let mut entries = self.entries.lock();
-            for entry in entries.values_mut() {
-                let up = !outage && entry.computed_up(now);
-                if up != entry.up {
-                    entry.up = up;
-                    changes.push((entry.chain.clone(), up));
-                }
-            }
-        }
+        let changes = {
+            let mut st = self.state.lock();
+            let State { entries, node, .. } = &mut *st;
+            entries
+                .values_mut()
+                .filter_map(|e| settle(e, node, now))
+                .collect()
+        };
         self.announce(changes);
+    }
+
+    /// Takes the signs of life not yet written to the store.
+    pub fn take_unsaved(&self) -> HashMap<String, i64> {
+        std::mem::take(&mut self.state.lock().unsaved)
+    }
+
+    /// Gives back signs of life whose write failed (a newer one wins).
+    pub fn return_unsaved(&self, back: HashMap<String, i64>) {
+        let mut st = self.state.lock();
+        for (chain, ms) in back {
+            let slot = st.unsaved.entry(chain).or_insert(ms);
+            *slot = (*slot).max(ms);
+        }
+    }
+
+    /// Takes `chain` in when it is known or there is room; counts a refusal.
+    fn admit<'a>(
+        &self,
+        entries: &'a mut HashMap<String, Entry>,
+        chain: &ChainId,
+    ) -> Result<&'a mut Entry, ChainRefused> {
+        let key = chain.to_string();
+        if !entries.contains_key(&key) {
+            if entries.len() >= self.config.max_chains {
+                metrics::chains_refused(1);
+                tracing::debug!(chain = %key, max = self.config.max_chains, "Chain refused: chains.max_chains reached.");
+                return Err(ChainRefused::Limit {
+                    chain: key,
+                    max: self.config.max_chains,
+                });
+            }
+            metrics::chain_status(&key, false);
+            let stale = self.config.stale_after_of(&key);
+            entries.insert(key.clone(), Entry::new(chain.clone(), stale));
+        }
+        entries
+            .get_mut(&key)
+            .ok_or_else(|| ChainRefused::Unknown(key.clone()))
     }
 
     fn announce(&self, mut changes: Vec<(ChainId, bool)>) {
@@ -256,8 +272,9 @@ impl Chains {
 
     /// Every chain that is up now, sorted.
     pub fn up_chains(&self) -> Vec<ChainId> {
-        let entries = self.entries.lock();
-        let mut up: Vec<ChainId> = entries
+        let st = self.state.lock();
+        let mut up: Vec<ChainId> = st
+            .entries
             .values()
             .filter(|e| e.up)
             .map(|e| e.chain.clone())
@@ -266,117 +283,51 @@ impl Chains {
         up
     }
 
+    /// One chain's view, when known.
     pub fn view(&self, chain: &ChainId) -> Option<ChainView> {
-        let entries = self.entries.lock();
-        entries
+        let st = self.state.lock();
+        st.entries
             .get(&chain.to_string())
-            .map(|e| view_of(e, Instant::now()))
+            .map(|e| view_of(e, &st.node, Instant::now()))
     }
 
     /// Every chain, sorted by id.
     pub fn views(&self) -> Vec<ChainView> {
         let now = Instant::now();
-        let entries = self.entries.lock();
-        let mut views: Vec<ChainView> = entries.values().map(|e| view_of(e, now)).collect();
+        let st = self.state.lock();
+        let mut views: Vec<ChainView> = st
+            .entries
+            .values()
+            .map(|e| view_of(e, &st.node, now))
+            .collect();
         views.sort_by(|a, b| a.chain_id.cmp(&b.chain_id));
         views
     }
 
+    /// Each chain's mode and age of its last sign of life (what a starting peer learns).
+    pub fn snapshot(&self) -> Vec<(String, Mode, Option<Duration>)> {
+        let now = Instant::now();
+        let st = self.state.lock();
+        st.entries
+            .values()
+            .map(|e| {
+                let age = e.last_seen.map(|t| now.duration_since(t));
+                (e.chain.to_string(), e.mode, age)
+            })
+            .collect()
+    }
+
+    /// Status changes from now on.
     pub fn events(&self) -> broadcast::Receiver<Arc<ChainEvent>> {
         self.events.subscribe()
     }
-
-    /// Runs the staleness clock until `stop` is cancelled.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut interval = tokio::time::interval(self.config.check_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = interval.tick() => self.tick(),
-            }
-        }
-    }
 }
 
-fn view_of(e: &Entry, now: Instant) -> ChainView {
-    let ago = e.last_seen.map(|t| now.duration_since(t));
-    let reason = match (e.mode, ago) {
-        _ if !e.up && e.mode != Mode::Down && e.computed_up(now) => {
-            "cluster broker unreachable".to_owned()
-        }
-        (Mode::Up, _) => "forced up by an operator".to_owned(),
-        (Mode::Down, _) => "forced down by an operator".to_owned(),
-        (Mode::Auto, None) => "no heartbeat or publication seen yet".to_owned(),
-        (Mode::Auto, Some(a)) if a < e.stale_after => {
-            format!("last heartbeat or publication {}ms ago", a.as_millis())
-        }
-        (Mode::Auto, Some(a)) => format!(
-            "no heartbeat or publication for {}ms (stale after {}ms)",
-            a.as_millis(),
-            e.stale_after.as_millis()
-        ),
-    };
-    ChainView {
-        chain_id: e.chain.to_string(),
-        status: if e.up { "up" } else { "down" },
-        mode: e.mode,
-        reason,
-        stale_after_ms: e.stale_after.as_millis() as u64,
-        last_seen_ms_ago: ago.map(|a| a.as_millis() as u64),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chains(stale: Duration) -> Arc<Chains> {
-        Chains::new(ChainsConfig {
-            known: vec!["eip155:1".into()],
-            stale_after: stale,
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn heartbeat_brings_up_and_staleness_brings_down() {
-        let c = chains(Duration::from_millis(30));
-        let mut rx = c.events();
-        let eth = ChainId::parse("eip155:1").unwrap();
-        assert!(c.up_chains().is_empty());
-        c.sign_of_life(&eth);
-        assert_eq!(rx.try_recv().unwrap().changes, vec![(eth.clone(), true)]);
-        c.sign_of_life(&eth);
-        assert!(rx.try_recv().is_err(), "no event without a change");
-        std::thread::sleep(Duration::from_millis(40));
-        c.tick();
-        assert_eq!(rx.try_recv().unwrap().changes, vec![(eth.clone(), false)]);
-    }
-
-    #[test]
-    fn operator_modes_override_and_unknown_chains_are_refused() {
-        let c = chains(Duration::from_secs(60));
-        let eth = ChainId::parse("eip155:1").unwrap();
-        assert_eq!(c.set_mode(&eth, Mode::Up).unwrap().status, "up");
-        assert_eq!(c.set_mode(&eth, Mode::Down).unwrap().status, "down");
-        c.sign_of_life(&eth);
-        assert_eq!(
-            c.view(&eth).unwrap().status,
-            "down",
-            "forced down ignores signs of life"
-        );
-        assert_eq!(c.set_mode(&eth, Mode::Auto).unwrap().status, "up");
-        assert!(c
-            .set_mode(&ChainId::parse("eip155:10").unwrap(), Mode::Up)
-            .is_err());
-        let base = ChainId::parse("eip155:8453").unwrap();
-        c.sign_of_life(&base);
-        assert_eq!(
-            c.up_chains(),
-            vec![eth, base],
-            "a heartbeat adds an unknown chain"
-        );
-    }
+/// Applies the rule to one entry; the change to announce, if any.
+fn settle(e: &mut Entry, node: &NodeInputs, now: Instant) -> Option<(ChainId, bool)> {
+    let up = e.should_be_up(node, now);
+    (up != e.up).then(|| {
+        e.up = up;
+        (e.chain.clone(), up)
+    })
 }

@@ -27,10 +27,12 @@
 //!   node's retention deletes and WAL rewinds, so the database has one writer.
 //! - `trimmer`: retention by age and count.
 //! - `checkpoints`: SQLite's WAL upkeep.
+//! - `chain_state`: operator modes and last signs of life of chains, for the chain registry.
 //! - `health`: the availability flag and the probe that restores it.
 //! - `metrics`: the metric names.
 //! - `unborn`: positions of streams that have no row.
 
+mod chain_state;
 mod checkpoints;
 mod committer;
 mod config;
@@ -53,6 +55,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use chain_state::StoredChain;
 pub use config::{HistoryConfig, StorageConfig};
 pub use error::HistoryError;
 pub use types::{

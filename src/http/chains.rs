@@ -1,4 +1,5 @@
-//! The chain endpoints: status for everyone, heartbeats for publishers, overrides for admins.
+//! The chain endpoints: status (with the rule's inputs) for everyone, heartbeats for
+//! publishers, durable overrides for admins.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::keys::{require, Role};
 use super::publish::read_body;
-use crate::chains::{ChainView, Mode};
+use crate::chains::{ChainRefused, ChainView, Mode, SetModeError};
 use crate::node::Node;
 use crate::protocol::caip::ChainId;
 use crate::protocol::ErrorCode;
@@ -42,7 +43,7 @@ pub async fn heartbeat(
 ) -> Result<Json<ChainView>, ApiError> {
     require(&headers, &node.settings, Role::Publisher)?;
     let chain = parse_chain(&chain)?;
-    node.sign_of_life(&chain);
+    node.chains.alive(&chain).map_err(refused)?;
     node.chains
         .view(&chain)
         .map(Json)
@@ -72,8 +73,19 @@ pub async fn set_status(
     let view = node
         .chains
         .set_mode(&chain, body.status)
-        .map_err(|_| unknown(&chain))?;
-    node.broker.chain_mode(&chain, body.status);
+        .await
+        .map_err(|e| match e {
+            SetModeError::Refused(r) => refused(r),
+            e @ SetModeError::Store(_) => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::StoreUnavailable,
+                    e.to_string(),
+                );
+                err.retry_after = Some(1);
+                err
+            }
+        })?;
     Ok(Json(view))
 }
 
@@ -88,11 +100,20 @@ fn parse_chain(text: &str) -> Result<ChainId, ApiError> {
 }
 
 fn unknown(chain: &ChainId) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::UnknownChain,
-        format!(
-            "chain {chain} is not known: list it in chains.known or send a heartbeat for it first"
+    refused(ChainRefused::Unknown(chain.to_string()))
+}
+
+fn refused(reason: ChainRefused) -> ApiError {
+    match reason {
+        ChainRefused::Unknown(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownChain,
+            reason.to_string(),
         ),
-    )
+        ChainRefused::Limit { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::TooManyChains,
+            reason.to_string(),
+        ),
+    }
 }

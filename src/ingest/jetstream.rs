@@ -491,8 +491,13 @@ impl Consumer {
                     valid_msgs.push(h.msg);
                 }
                 Kind::Heartbeat(chain) => {
-                    self.node.chains.sign_of_life(&chain);
-                    counted("accepted", 1);
+                    match self.node.chains.alive(&chain) {
+                        Ok(()) => counted("accepted", 1),
+                        Err(reason) => {
+                            tracing::debug!(subject = %h.msg.subject, %reason, "JetStream heartbeat refused.");
+                            counted("malformed", 1);
+                        }
+                    }
                     ack(&h.msg, AckKind::Ack).await;
                 }
                 Kind::Malformed { code, reason } => {

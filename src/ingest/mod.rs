@@ -1,5 +1,6 @@
-//! Ingest: publications coming in (the HTTP publish API; later stream consumers), validated,
-//! recorded as chain signs of life, made durable, and handed to the hub for fan-out.
+//! Ingest: publications coming in (the HTTP publish API, the JetStream consumer), validated,
+//! made durable, counted as chain signs of life once committed, and handed to the hub for
+//! fan-out.
 //!
 //! Account activity is appended to the history first; the hub hears of it from the history's
 //! commit listener, in commit order, so a push is never sent for a publication that is not
@@ -17,6 +18,7 @@ use crate::history::{HistoryError, NewPublication};
 use crate::hub::{message_id, Position, Publication};
 use crate::metrics;
 use crate::node::Node;
+use crate::protocol::caip::ChainId;
 use crate::protocol::{Channel, Namespace};
 pub use listener::{durable_publication, HubListener};
 pub use validate::{validate, ItemError, Rejection, Validated};
@@ -68,13 +70,31 @@ pub async fn publish(
             "the cluster broker (NATS) is unreachable".into(),
         ));
     }
-    // A publication is a sign of life of its chain as soon as it arrives.
+    let committed = match node.history.append(durable).await {
+        Ok(c) => c,
+        Err(e) => {
+            // The store's failure turns the chains down now, not at the next check.
+            node.chains.refresh_store();
+            return Err(e.into());
+        }
+    };
+    // A committed publication, not a replay of one already stored, is a sign of life of
+    // its chain: one that was refused proves nothing a wallet could receive.
+    let mut results = committed.iter();
+    let mut alive: Vec<&ChainId> = Vec::new();
     for item in &items {
         if let Channel::AccountActivity(a) = &item.channel {
-            node.sign_of_life(&a.account.chain);
+            if results.next().is_some_and(|c| !c.duplicate) && !alive.contains(&&a.account.chain) {
+                alive.push(&a.account.chain);
+            }
         }
     }
-    let mut committed = node.history.append(durable).await?.into_iter();
+    for chain in alive {
+        // Over chains.max_chains the chain is not tracked (and counted); the publication
+        // itself is delivered all the same.
+        let _ = node.chains.alive(chain);
+    }
+    let mut committed = committed.into_iter();
     let accepted_at = Instant::now();
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {

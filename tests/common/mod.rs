@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod exactly_once;
 pub mod proxy;
+pub mod wallet;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

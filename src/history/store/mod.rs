@@ -431,3 +431,7 @@ mod tests {
         assert!(!is_postgres("sqlite://data/gateway.db"));
     }
 }
+
+// After `on_pool!`, which it uses.
+mod chain_state;
+pub use chain_state::StoredChain;

@@ -267,4 +267,37 @@ export class Gateway {
     const res = await this.expectOk('GET', '/v1/chains');
     return res.json.chains;
   }
+
+  /**
+   * Holds the write lock of the gateway's SQLite file (another process in an
+   * exclusive transaction, through the `sqlite3` CLI) until `release()`.
+   */
+  async lockStore() {
+    const db = path.join(this.tmpdir, 'gw.db');
+    const proc = spawn('sqlite3', [db], { stdio: ['pipe', 'pipe', 'pipe'] });
+    proc.stdout.setEncoding('utf8');
+    await new Promise((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`sqlite3 did not lock ${db} within 5 s`)), 5_000);
+      proc.stdout.on('data', (chunk) => {
+        out += chunk;
+        if (out.includes('locked')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot run sqlite3 (needed to lock the store): ${err.message}`));
+      });
+      proc.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n");
+    });
+    return {
+      release: async () => {
+        const exited = new Promise((resolve) => proc.once('exit', resolve));
+        proc.stdin.end('ROLLBACK;\n.quit\n');
+        await exited;
+      },
+    };
+  }
 }

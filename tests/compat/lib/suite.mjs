@@ -651,5 +651,76 @@ export function defineSuite(versionKey) {
         },
       );
     });
+
+    test(`[${ver}] 13. a history store outage turns the chains down while it lasts, up after it, and nothing accepted is lost`, async () => {
+      await scenario(client, { upBefore: ['eip155:1'] }, async (ctx) => {
+        const { rec, wallet, gateway } = ctx;
+        await wallet.connect();
+        await waitSubscribed(ctx, expectedChannels(ctx));
+        const first = await nextStatus(rec, 0, 'initial statusChanged up');
+        assertStatus(ctx, first, { chainIds: ['eip155:1'], status: 'up' }, 'initial up');
+
+        const lock = await gateway.lockStore();
+        let refused;
+        try {
+          // The indexer keeps publishing and sending heartbeats; its publication is refused.
+          refused = await gateway.request('POST', '/v1/publish', {
+            key: gateway.publisherKey,
+            body: { channel: activityChannel('eip155', '1', ctx.evm), data: evmActivity(ctx.evm, { chain: 'eip155:1' }) },
+          });
+          assert.equal(refused.status, 503, `publish during the outage (${refused.text})`);
+          assert.equal(refused.json?.error, 'store_unavailable');
+          const down = await nextStatus(rec, 1, 'statusChanged down during the store outage', 5_000);
+          assertStatus(ctx, down, { chainIds: ['eip155:1'], status: 'down' }, 'store outage -> down');
+          await gateway.heartbeat('eip155:1');
+          await new Promise((r) => setTimeout(r, 3_000));
+          assert.equal(statusEvents(rec).length, 2, 'no up while the store is locked');
+        } finally {
+          await lock.release();
+        }
+        const up = await nextStatus(rec, 2, 'statusChanged up after the store is back');
+        assertStatus(ctx, up, { chainIds: ['eip155:1'], status: 'up' }, 'store back -> up');
+        // The publisher retries what was refused: it arrives, once.
+        const retried = evmActivity(ctx.evm, { chain: 'eip155:1' });
+        await gateway.publish(activityChannel('eip155', '1', ctx.evm), retried);
+        await expectActivity(ctx, retried);
+        assert.equal(statusEvents(rec).length, 3, 'no other statusChanged');
+      });
+    });
+
+    test(`[${ver}] 14. an operator's down survives a gateway restart: the reconnected client is not told up for it`, async () => {
+      await scenario(client, { upBefore: ['eip155:1', 'eip155:8453'] }, async (ctx) => {
+        const { rec, wallet, gateway } = ctx;
+        const channels = expectedChannels(ctx);
+        await wallet.connect();
+        await waitSubscribed(ctx, channels);
+        const first = await nextStatus(rec, 0, 'initial statusChanged up');
+        assertStatus(ctx, first, { chainIds: ['eip155:1', 'eip155:8453'], status: 'up' }, 'initial up');
+        await gateway.setChainStatus('eip155:1', 'down');
+        const forced = await nextStatus(rec, 1, 'statusChanged down for eip155:1');
+        assertStatus(ctx, forced, { chainIds: ['eip155:1'], status: 'down' }, 'after PUT status down');
+
+        const killedAt = Date.now();
+        await gateway.stop({ signal: 'SIGKILL' });
+        const gone = await nextStatus(rec, 2, 'client-side statusChanged down on disconnect');
+        assert.equal(gone.status, 'down');
+        await gateway.start(); // same port, same store
+        // The indexer's heartbeats resume for both chains.
+        await gateway.heartbeat('eip155:1');
+        await gateway.heartbeat('eip155:8453');
+        const { reply } = await waitSubscribed(ctx, channels, { after: killedAt });
+        assert.ok(reply.conn > 1, 'resubscribed on a new connection');
+        const up = await nextStatus(rec, 3, 'statusChanged up after resubscribe');
+        assertStatus(ctx, up, { chainIds: ['eip155:8453'], status: 'up' }, 'only the chain not forced down is up');
+        await new Promise((r) => setTimeout(r, 2_500));
+        assert.equal(statusEvents(rec).length, 4, 'no up for the chain forced down');
+        const listed = (await gateway.chains()).find((c) => c.chainId === 'eip155:1');
+        assert.equal(listed?.mode, 'down', 'GET /v1/chains keeps the stored override');
+
+        await gateway.setChainStatus('eip155:1', 'auto');
+        const back = await nextStatus(rec, 4, 'statusChanged up once the override is lifted');
+        assertStatus(ctx, back, { chainIds: ['eip155:1'], status: 'up' }, 'auto -> up');
+      });
+    });
   });
 }
