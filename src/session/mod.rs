@@ -57,8 +57,21 @@ struct Session {
 /// Why the reader loop stopped; decides the close frame.
 enum Stop {
     Close(u16, &'static str, &'static str),
+    /// A read failed (a message over the size limit, invalid UTF-8): the socket can no longer
+    /// be read, so the close frame is followed by a short hold instead of a drain.
+    ReadFailed(u16, &'static str, &'static str),
     Gone,
+    /// The outbox is finishing (a slow consumer, or the writer failed): the writer closes.
+    Finishing,
 }
+
+/// How long a closing connection keeps reading (and discarding) what the client still sends,
+/// waiting for its close frame. Closing a socket with unread input makes the kernel send a
+/// reset, which discards the replies and the close frame still on their way to the client.
+const LINGER: Duration = Duration::from_secs(2);
+/// How long a socket that can no longer be read stays open after its close frame, so that a
+/// client still sending gets to read the close frame before the reset.
+const HOLD_UNREADABLE: Duration = Duration::from_secs(1);
 
 /// Runs a connection to its end.
 pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
@@ -166,31 +179,72 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                 session.send_down_for_all();
                 break Stop::Close(close::RESTART, "server restart: reconnect", "drain");
             }
-            _ = outbox.closing(Waiter::Session) => break Stop::Gone,
+            _ = outbox.closing(Waiter::Session) => break Stop::Finishing,
         }
     };
 
+    // What still has to be read from the socket before it may be dropped.
+    let mut rest = Rest::Drain;
     match stop {
         Stop::Close(code, reason, label) => {
             metrics::disconnect(label);
             session.outbox.close(code, reason);
+            // A client that stopped answering pings will not send its close frame either.
+            if code == close::PING_TIMEOUT {
+                rest = Rest::Nothing;
+            }
         }
+        Stop::ReadFailed(code, reason, label) => {
+            metrics::disconnect(label);
+            session.outbox.close(code, reason);
+            rest = Rest::Hold;
+        }
+        Stop::Finishing => session.outbox.cancel(),
         // The client closed or vanished: the writer echoes a close and ends the socket.
-        Stop::Gone => session.outbox.cancel(),
+        Stop::Gone => {
+            session.outbox.cancel();
+            rest = Rest::Nothing;
+        }
     }
     session.cleanup();
     drop(session);
     // The writer ends after the close frame, or when every outbox handle is gone.
     drop(outbox);
     let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(10), writer)
-        .await
-        .is_err()
-    {
-        abort.abort();
-    }
+    let written = async {
+        if tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    };
+    // Reads what the client still sends (its requests in flight, its close frame) while the
+    // writer sends the last replies and the close frame, so the socket is closed with nothing
+    // unread and the client gets everything, the close frame included.
+    let linger = async {
+        match rest {
+            Rest::Drain => while let Some(Ok(_)) = stream.next().await {},
+            Rest::Hold => tokio::time::sleep(HOLD_UNREADABLE).await,
+            Rest::Nothing => {}
+        }
+    };
+    tokio::join!(written, async {
+        let _ = tokio::time::timeout(LINGER, linger).await;
+    });
+    drop(stream);
     metrics::get().connections_open.decrement(1.0);
     tracing::debug!(conn, "Session ended.");
+}
+
+/// What the session still reads from a closing socket.
+enum Rest {
+    /// Read and discard until the client's close frame or the end of the stream.
+    Drain,
+    /// The stream failed and cannot be read: keep the socket open a moment without reading.
+    Hold,
+    /// The client closed or the socket is gone.
+    Nothing,
 }
 
 fn until_expiry(exp: u64) -> Duration {
@@ -211,9 +265,9 @@ fn classify_read_error(e: axum::Error) -> Stop {
     match e.into_inner().downcast::<WsError>() {
         Ok(ws) => match *ws {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-                Stop::Close(close::TOO_BIG, "message too big", "too_big")
+                Stop::ReadFailed(close::TOO_BIG, "message too big", "too_big")
             }
-            WsError::Utf8(_) => Stop::Close(
+            WsError::Utf8(_) => Stop::ReadFailed(
                 close::INVALID_PAYLOAD,
                 "text frame is not valid UTF-8",
                 "invalid_utf8",
