@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A distinct EVM address.
 fn addr(n: u64) -> String {
@@ -72,4 +72,101 @@ async fn a_fragmented_message_over_max_message_bytes_is_closed_with_1009() {
         c.closed(Duration::from_secs(5)).await,
         Ended::Close(1009, "message too big".into())
     );
+}
+
+/// A well-behaved wallet on the same gateway: subscribed to `ADDR_B`, it must get each of its
+/// pushes within 1 s while the abuse goes on.
+async fn good_wallet(gw: &TestGateway) -> (WsClient, Value) {
+    let mut good = gw.client().await;
+    let r = good.subscribe(&[&aa("eip155:0", ADDR_B)]).await;
+    (good, r["data"]["subscriptionId"].clone())
+}
+
+async fn good_wallet_gets(gw: &TestGateway, good: &mut WsClient, sub: &Value, n: u64) {
+    let (s, b) = gw
+        .publish(json!({"channel": aa("eip155:1", ADDR_B), "data": {"good": n}}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let started = std::time::Instant::now();
+    let p = loop {
+        let m = good
+            .recv_within(Duration::from_secs(1))
+            .await
+            .expect("the good wallet's push within 1 s");
+        if m["event"] == "data" {
+            break m;
+        }
+    };
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        (p["subscriptionId"].clone(), p["data"].clone()),
+        (sub.clone(), json!({"good": n}))
+    );
+}
+
+#[tokio::test]
+async fn subscribing_again_to_a_held_channel_moves_it_to_the_newest_id() {
+    let gw = TestGateway::start(&[
+        ("GATEWAY__LIMITS__REQUESTS_PER_SECOND", "10000"),
+        ("GATEWAY__LIMITS__REQUEST_BURST", "10000"),
+    ])
+    .await;
+    let (mut good, good_sub) = good_wallet(&gw).await;
+    let ch = aa("eip155:0", ADDR_A);
+    let mut c = gw.client().await;
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        // Every other one spelled in upper case: the same channel.
+        let sent = if n % 2 == 0 {
+            ch.clone()
+        } else {
+            ch.replace("0xd14b", "0xD14B")
+        };
+        let r = c.subscribe_as(&format!("s{n}"), &[&sent]).await;
+        assert_eq!(r["data"]["succeeded"], json!([sent]), "{r}");
+        ids.push(r["data"]["subscriptionId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        300,
+        "every subscribe gets a new id"
+    );
+    good_wallet_gets(&gw, &mut good, &good_sub, 1).await;
+    // One push per publication, carrying the newest id.
+    for n in 0..3 {
+        let (s, _) = gw
+            .publish(json!({"channel": aa("eip155:1", ADDR_A), "data": {"n": n}}))
+            .await;
+        assert_eq!(s, 200);
+        let p = c.next_push().await;
+        assert_eq!(
+            (p["subscriptionId"].as_str(), p["data"].clone()),
+            (Some(ids[299].as_str()), json!({"n": n}))
+        );
+    }
+    c.expect_no_push(Duration::from_millis(300)).await;
+    // Two subscriptions in all: the good wallet's and the abuser's newest.
+    assert_eq!(gw.metric("gateway_subscriptions_active").await, 2.0);
+    assert_eq!(gw.metric("gateway_channels_active").await, 2.0);
+    // Unsubscribing an old id removes nothing; the newest id removes the channel.
+    c.send(json!({"event": "unsubscribe", "data": {"requestId": "u0", "subscription": ids[0], "channels": []}}))
+        .await;
+    assert_eq!(c.reply_to("u0").await["data"]["succeeded"], json!([]));
+    gw.publish(json!({"channel": aa("eip155:1", ADDR_A), "data": {"n": 3}}))
+        .await;
+    assert_eq!(
+        c.next_push().await["subscriptionId"].as_str(),
+        Some(ids[299].as_str())
+    );
+    c.send(json!({"event": "unsubscribe", "data": {"requestId": "u1", "subscription": ids[299], "channels": []}}))
+        .await;
+    assert_eq!(
+        c.reply_to("u1").await["data"]["succeeded"],
+        json!([ch.replace("0xd14b", "0xD14B")])
+    );
+    gw.publish(json!({"channel": aa("eip155:1", ADDR_A), "data": {"n": 4}}))
+        .await;
+    c.expect_no_push(Duration::from_millis(300)).await;
+    good_wallet_gets(&gw, &mut good, &good_sub, 2).await;
+    assert_eq!(gw.metric("gateway_subscriptions_active").await, 1.0);
 }

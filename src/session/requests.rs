@@ -141,42 +141,62 @@ impl Session {
         }
 
         let subscription_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+        // Streams this connection already receives are never replayed again: a resume of one
+        // is answered `already_subscribed` and the channel is (or stays) live.
+        let mut held_streams: HashSet<String> =
+            self.subs.channels().map(|h| h.key.clone()).collect();
+        let mut ignored: Vec<Arc<str>> = Vec::new();
         // Register for live delivery before reading positions or history: nothing published
         // after this point can be missed. A resuming channel's live pushes wait at its gate.
-        let gated: Vec<(Held, Option<Arc<Gate>>)> = held
-            .into_iter()
-            .map(|h| {
-                let gate = self.gate_for(&h, &positions);
-                (h, gate)
-            })
-            .collect();
-        for (h, gate) in &gated {
-            self.node.hub.subscribe(
-                &h.key,
-                Subscriber {
-                    conn: self.conn,
-                    subscription_id: subscription_id.clone(),
-                    channel: h.sent.clone(),
-                    chain_reference: h.chain_filter(),
-                    outbox: self.outbox.clone(),
-                    gate: gate.clone(),
-                },
-            );
+        // A channel the connection already holds moves to the new id in one step.
+        let mut gated: Vec<(Held, Option<Arc<Gate>>)> = Vec::with_capacity(held.len());
+        for h in held {
+            let sub = |gate: Option<Arc<Gate>>| Subscriber {
+                conn: self.conn,
+                subscription_id: subscription_id.clone(),
+                channel: h.sent.clone(),
+                chain_reference: h.chain_filter(),
+                outbox: self.outbox.clone(),
+                gate,
+            };
+            if let Some((_, old)) = self.subs.holder(&h.identity) {
+                self.node.hub.resubscribe(&h.key, &old.sent, sub(None));
+                if positions.contains_key(&*h.sent) {
+                    ignored.push(h.sent.clone());
+                }
+                gated.push((h, None));
+                continue;
+            }
+            let gate = if held_streams.insert(h.key.clone()) {
+                self.gate_for(&h, &positions)
+            } else {
+                if positions.contains_key(&*h.sent) {
+                    ignored.push(h.sent.clone());
+                }
+                None
+            };
+            self.node.hub.subscribe(&h.key, sub(gate.clone()));
             // With a cluster broker, wait until this node receives the key's publications.
             self.node.broker.add_interest(&h.key).await;
+            gated.push((h, gate));
         }
         let jobs = self
             .prepare_resume(&subscription_id, &gated, &positions, &mut extra)
             .await;
+        if self.acks.is_some() {
+            self.ignore_positions(&gated, &ignored, &mut extra);
+        }
         let held: Vec<Held> = gated.into_iter().map(|(h, _)| h).collect();
         let m = metrics::get();
-        m.subscriptions_active.increment(1.0);
-        m.channels_active.increment(new as f64);
+        let ids_before = self.subs.id_count();
         let selectors: Vec<(Namespace, Held)> = held
             .iter()
             .map(|h| (h.channel.namespace(), h.clone()))
             .collect();
         self.subs.insert(subscription_id.clone(), held);
+        m.subscriptions_active
+            .increment(self.subs.id_count() as f64 - ids_before as f64);
+        m.channels_active.increment(new as f64);
         self.outbox.push(Outbound::Text(reply::subscribed(
             request_id,
             Some(&subscription_id),
@@ -187,6 +207,35 @@ impl Session {
         self.send_up_after_subscribe(&selectors);
         self.replays.extend(jobs);
         None
+    }
+
+    /// Adds `already_subscribed` to the reply's `recovery` for account channels whose
+    /// positions were not used because the connection already receives their stream.
+    fn ignore_positions(
+        &self,
+        held: &[(Held, Option<Arc<Gate>>)],
+        ignored: &[Arc<str>],
+        extra: &mut Map<String, Value>,
+    ) {
+        let mut entries = Vec::new();
+        for (h, _) in held {
+            if matches!(h.channel, Channel::AccountActivity(_)) && ignored.contains(&h.sent) {
+                metrics::resume("already_subscribed");
+                entries.push((
+                    h.sent.to_string(),
+                    json!({"recovered": false, "replayed": 0, "reason": "already_subscribed"}),
+                ));
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let recovery = extra
+            .entry("recovery")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(map) = recovery {
+            map.extend(entries);
+        }
     }
 
     /// The `up` notification right after a subscribe: the chains up now that concern it.
