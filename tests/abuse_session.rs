@@ -170,3 +170,46 @@ async fn subscribing_again_to_a_held_channel_moves_it_to_the_newest_id() {
     good_wallet_gets(&gw, &mut good, &good_sub, 2).await;
     assert_eq!(gw.metric("gateway_subscriptions_active").await, 1.0);
 }
+
+#[tokio::test]
+async fn acks_have_their_own_budget_and_a_bounded_size() {
+    let gw = TestGateway::start(&[
+        ("GATEWAY__LIMITS__ACKS_PER_SECOND", "0.1"),
+        ("GATEWAY__LIMITS__ACK_BURST", "5"),
+        ("GATEWAY__LIMITS__ERRORS_PER_MINUTE", "3"),
+        ("GATEWAY__LIMITS__MAX_ACK_IDS", "100"),
+    ])
+    .await;
+    let (mut good, good_sub) = good_wallet(&gw).await;
+    let ack_url = format!("{}&ack=1", gw.ws_url(&gw.token("w", 3600)));
+    let mut c = gw.client_at(&ack_url).await;
+    // Over the size bound: refused whole, no requestId to echo.
+    let ids: Vec<String> = (0..101).map(|n| format!("e-{n}")).collect();
+    c.send(json!({"event": "ack", "data": {"messageIds": ids}}))
+        .await;
+    let e = c.recv().await;
+    assert_error(&e, "too_many_message_ids", None);
+    // At the bound: accepted silently (4 of the burst of 5 are left after the first frame).
+    c.send(json!({"event": "ack", "data": {"messageIds": &ids[..100]}}))
+        .await;
+    c.expect_silence(Duration::from_millis(200)).await;
+    for n in 0..3 {
+        c.send(json!({"event": "ack", "data": {"messageIds": [format!("e-{n}")]}}))
+            .await;
+    }
+    c.expect_silence(Duration::from_millis(200)).await;
+    // The bucket is empty: each further ack frame is refused and charged to the error budget
+    // (one error spent above): two more fit, the third closes.
+    for _ in 0..10 {
+        c.send(json!({"event": "ack", "data": {"messageIds": ["e-0"]}}))
+            .await;
+    }
+    for _ in 0..3 {
+        assert_error(&c.recv().await, "rate_limited", None);
+    }
+    assert_eq!(
+        c.closed(Duration::from_secs(5)).await,
+        Ended::Close(1008, "too many protocol errors".into())
+    );
+    good_wallet_gets(&gw, &mut good, &good_sub, 1).await;
+}

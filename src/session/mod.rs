@@ -47,6 +47,8 @@ struct Session {
     outbox: Outbox,
     subs: Subscriptions,
     bucket: TokenBucket,
+    /// Ack frames have their own bucket: cheap, but not free.
+    ack_bucket: TokenBucket,
     errors: ErrorBudget,
     acks: Option<AckTracker>,
     last_seen: Instant,
@@ -101,6 +103,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
             settings.limits.requests_per_second,
             settings.limits.request_burst,
         ),
+        ack_bucket: TokenBucket::new(settings.limits.acks_per_second, settings.limits.ack_burst),
         errors: ErrorBudget::new(settings.limits.errors_per_minute, Duration::from_secs(60)),
         acks,
         last_seen: Instant::now(),

@@ -20,12 +20,7 @@ impl Session {
             Err(e) => return self.error(e.request_id.as_deref(), e.code, &e.message),
         };
         if let Request::Ack { message_ids } = request {
-            // Acks are not requests: no reply, no rate limit, unknown ids ignored.
-            if let Some(acks) = &self.acks {
-                let n = acks.ack(message_ids.iter().map(String::as_str));
-                metrics::acks(n as u64);
-            }
-            return None;
+            return self.on_ack(&message_ids);
         }
         if !self.bucket.try_take(Instant::now()) {
             let id = match &request {
@@ -56,6 +51,32 @@ impl Session {
             }
             Request::Ack { .. } => None,
         }
+    }
+
+    /// Acks are not requests: no reply, unknown ids ignored. They spend their own token bucket
+    /// (`limits.acks_per_second`), not the request one; a refused ack frame is an error reply
+    /// without `requestId`, charged to the error budget like any other.
+    fn on_ack(&mut self, message_ids: &[String]) -> Option<Stop> {
+        if !self.ack_bucket.try_take(Instant::now()) {
+            return self.error(
+                None,
+                ErrorCode::RateLimited,
+                "too many ack frames: batch message ids (see limits.acks_per_second)",
+            );
+        }
+        let max = self.node.settings.limits.max_ack_ids;
+        if message_ids.len() > max {
+            let msg = format!(
+                "{} message ids in one ack; at most {max} are allowed (limits.max_ack_ids): split the ack",
+                message_ids.len()
+            );
+            return self.error(None, ErrorCode::TooManyMessageIds, &msg);
+        }
+        if let Some(acks) = &self.acks {
+            let n = acks.ack(message_ids.iter().map(String::as_str));
+            metrics::acks(n as u64);
+        }
+        None
     }
 
     /// Sends an error reply and charges the error budget; over budget, the connection closes.
