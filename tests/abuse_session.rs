@@ -213,3 +213,126 @@ async fn acks_have_their_own_budget_and_a_bounded_size() {
     );
     good_wallet_gets(&gw, &mut good, &good_sub, 1).await;
 }
+
+/// Publishes `n` publications on `ADDR_A`'s stream (chain eip155:1); returns the stream epoch.
+async fn fill_stream(gw: &TestGateway, address: &str, n: usize) -> String {
+    let mut probe = gw
+        .client_at(&format!("{}&ack=1", gw.ws_url(&gw.token("p", 3600))))
+        .await;
+    let ch = aa("eip155:0", address);
+    let r = probe.subscribe(&[&ch]).await;
+    let epoch = r["data"]["positions"][&ch]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let pubs: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"channel": aa("eip155:1", address), "data": {"n": i}}))
+            .collect();
+        let (s, b) = gw.publish(json!({"publications": pubs})).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    epoch
+}
+
+fn resume(request_id: &str, positions: Value) -> Value {
+    let channels: Vec<String> = positions.as_object().unwrap().keys().cloned().collect();
+    json!({"event": "subscribe", "data": {"requestId": request_id, "channels": channels, "positions": positions}})
+}
+
+#[tokio::test]
+async fn a_stream_is_replayed_once_per_connection_page_by_page() {
+    let gw = TestGateway::start(&[]).await;
+    let (mut good, good_sub) = good_wallet(&gw).await;
+    let epoch = fill_stream(&gw, ADDR_A, 1000).await;
+    let ch = aa("eip155:0", ADDR_A);
+    let mut c = gw
+        .client_at(&format!("{}&ack=1", gw.ws_url(&gw.token("w", 3600))))
+        .await;
+    let from = json!({ch.clone(): {"epoch": epoch, "offset": 0}});
+    c.send(resume("r0", from.clone())).await;
+    let r = c.reply_to("r0").await;
+    assert_eq!(
+        r["data"]["recovery"][&ch],
+        json!({"recovered": true, "replayed": 1000})
+    );
+    // The same resume again, four times: the stream is already being received.
+    for n in 1..5 {
+        c.send(resume(&format!("r{n}"), from.clone())).await;
+    }
+    let mut offsets = Vec::new();
+    let mut replies = 0;
+    let mut last_id = None;
+    while offsets.len() < 1000 || replies < 4 {
+        let m = c.recv().await;
+        match m["event"].as_str() {
+            Some("data") => {
+                offsets.push(m["position"]["offset"].as_u64().unwrap());
+                c.send(json!({"event": "ack", "data": {"messageIds": [m["messageId"]]}}))
+                    .await;
+                if offsets.len() == 500 {
+                    good_wallet_gets(&gw, &mut good, &good_sub, 1).await;
+                }
+            }
+            Some("subscribed") => {
+                replies += 1;
+                assert_eq!(
+                    m["data"]["recovery"][&ch],
+                    json!({"recovered": false, "replayed": 0, "reason": "already_subscribed"}),
+                    "{m}"
+                );
+                last_id = Some(m["data"]["subscriptionId"].clone());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        offsets,
+        (1..=1000).collect::<Vec<u64>>(),
+        "each once, in order"
+    );
+    c.expect_no_push(Duration::from_millis(500)).await;
+    // Live pushes follow, once, on the newest subscription id.
+    gw.publish(json!({"channel": aa("eip155:1", ADDR_A), "data": {"live": 1}}))
+        .await;
+    let p = c.next_push().await;
+    assert_eq!(
+        (p["subscriptionId"].clone(), p["position"]["offset"].clone()),
+        (last_id.unwrap(), json!(1001))
+    );
+    c.expect_no_push(Duration::from_millis(300)).await;
+    good_wallet_gets(&gw, &mut good, &good_sub, 2).await;
+}
+
+#[tokio::test]
+async fn what_one_connection_may_have_in_replay_is_capped() {
+    let gw = TestGateway::start(&[("GATEWAY__DELIVERY__MAX_REPLAY", "250")]).await;
+    let epoch_a = fill_stream(&gw, ADDR_A, 200).await;
+    let epoch_b = fill_stream(&gw, ADDR_B, 100).await;
+    let (a, b) = (aa("eip155:0", ADDR_A), aa("eip155:0", ADDR_B));
+    let mut c = gw
+        .client_at(&format!("{}&ack=1", gw.ws_url(&gw.token("w", 3600))))
+        .await;
+    let positions = json!({a.clone(): {"epoch": epoch_a, "offset": 0}, b.clone(): {"epoch": epoch_b, "offset": 0}});
+    c.send(json!({"event": "subscribe", "data": {"requestId": "r", "channels": [a, b], "positions": positions}}))
+        .await;
+    let r = c.reply_to("r").await;
+    // Channels are taken in request order: 200 fit under 250, 100 more do not.
+    let rec = &r["data"]["recovery"];
+    assert_eq!(
+        (rec[&a].clone(), rec[&b].clone()),
+        (
+            json!({"recovered": true, "replayed": 200}),
+            json!({"recovered": false, "replayed": 0, "reason": "replay_limit"})
+        ),
+        "{r}"
+    );
+    let mut n = 0;
+    while n < 200 {
+        let p = c.next_push().await;
+        assert_eq!(p["channel"], aa("eip155:1", ADDR_A));
+        n += 1;
+    }
+    c.expect_no_push(Duration::from_millis(300)).await;
+}

@@ -148,6 +148,8 @@ pub struct DeliveryConfig {
     pub ack_timeout: Duration,
     pub max_retries: u32,
     pub max_unacked: usize,
+    /// Publications one connection may have waiting for replay (all its resumes together).
+    pub max_replay: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -156,6 +158,7 @@ impl Default for DeliveryConfig {
             ack_timeout: Duration::from_secs(10),
             max_retries: 3,
             max_unacked: 1024,
+            max_replay: 64_000,
         }
     }
 }

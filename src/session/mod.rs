@@ -177,7 +177,11 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                     break stop;
                 }
             }
-            _ = tokio::time::sleep(replay_delay), if !session.replays.is_empty() => session.pump_replay(),
+            _ = tokio::time::sleep(replay_delay), if !session.replays.is_empty() => {
+                if Box::pin(session.pump_replay()).await.is_err() {
+                    break Stop::Close(close::TRY_AGAIN_LATER, "replay interrupted: reconnect and resume", "replay_interrupted");
+                }
+            }
             _ = &mut drain_at => {
                 session.send_down_for_all();
                 break Stop::Close(close::RESTART, "server restart: reconnect", "drain");
