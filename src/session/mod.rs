@@ -54,6 +54,33 @@ struct Session {
     last_seen: Instant,
     /// Replays queued by resuming subscribes, pumped by the session loop.
     replays: std::collections::VecDeque<resume::ReplayJob>,
+    /// The subscribe waiting for its cluster interest (at most one at a time).
+    pending: Option<PendingSubscribe>,
+    /// Registers the pending subscribe's cluster interest; polled by the session loop.
+    interest: Option<InterestFuture>,
+    /// Requests received while a subscribe is pending, handled in order after it.
+    deferred: std::collections::VecDeque<crate::protocol::request::Request>,
+}
+
+/// The task registering a pending subscribe's cluster interest: whether each new channel's
+/// interest was registered in time.
+type InterestFuture = tokio::task::JoinHandle<Vec<bool>>;
+
+/// A subscribe registered in the hub, waiting for its cluster interest before its reply.
+struct PendingSubscribe {
+    request_id: String,
+    subscription_id: Arc<str>,
+    /// The channels, with the gate of each resuming one.
+    gated: Vec<(subscriptions::Held, Option<Arc<crate::hub::Gate>>)>,
+    /// Indices into `gated` of the channels new to the connection (they need interest).
+    interest: Vec<usize>,
+    positions: std::collections::HashMap<String, crate::protocol::request::WirePosition>,
+    /// Channels whose positions are ignored (`already_subscribed`).
+    ignored: Vec<Arc<str>>,
+    failed: Vec<String>,
+    errors: serde_json::Map<String, serde_json::Value>,
+    /// Channels new to the connection.
+    new: usize,
 }
 
 /// Why the reader loop stopped; decides the close frame.
@@ -108,6 +135,9 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
         acks,
         last_seen: Instant::now(),
         replays: Default::default(),
+        pending: None,
+        interest: None,
+        deferred: Default::default(),
     };
 
     let ping_every = settings.server.ping_interval;
@@ -180,6 +210,11 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
             _ = tokio::time::sleep(replay_delay), if !session.replays.is_empty() => {
                 if Box::pin(session.pump_replay()).await.is_err() {
                     break Stop::Close(close::TRY_AGAIN_LATER, "replay interrupted: reconnect and resume", "replay_interrupted");
+                }
+            }
+            placed = interest_placed(&mut session.interest) => {
+                if let Some(stop) = Box::pin(session.on_interest(placed)).await {
+                    break stop;
                 }
             }
             _ = &mut drain_at => {
@@ -257,6 +292,15 @@ enum Rest {
 fn until_expiry(exp: u64) -> Duration {
     let now_ms = crate::protocol::now_ms().max(0) as u64;
     Duration::from_millis((exp.saturating_mul(1000)).saturating_sub(now_ms))
+}
+
+/// Resolves with the pending subscribe's interest registration; never without one.
+async fn interest_placed(interest: &mut Option<InterestFuture>) -> Vec<bool> {
+    match interest {
+        // A failed task placed nothing.
+        Some(f) => f.await.unwrap_or_default(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the ack timer fires; never without ack mode.
@@ -363,6 +407,7 @@ impl Session {
     }
 
     fn cleanup(&mut self) {
+        self.abandon_pending();
         let held = self.subs.drain();
         let m = metrics::get();
         let mut ids = std::collections::HashSet::new();

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::subscriptions::{relevant, Held};
-use super::{Outbound, Session, Stop};
+use super::{Outbound, PendingSubscribe, Session, Stop};
 use crate::hub::{Gate, Subscriber};
 use crate::metrics;
 use crate::protocol::request::{self, Request, WirePosition};
@@ -35,6 +35,17 @@ impl Session {
                 "too many requests: slow down (see limits.requests_per_second)",
             );
         }
+        // Requests wait, in order, behind a subscribe whose cluster interest is being
+        // registered; the session keeps answering pings, acks and timers meanwhile.
+        if self.pending.is_some() {
+            self.deferred.push_back(request);
+            return None;
+        }
+        self.handle(request).await
+    }
+
+    /// Acts on a request that passed the rate limit.
+    pub(super) async fn handle(&mut self, request: Request) -> Option<Stop> {
         match request {
             Request::Subscribe {
                 request_id,
@@ -149,14 +160,17 @@ impl Session {
         if !failed.is_empty() {
             metrics::protocol_error(ErrorCode::InvalidChannel.as_str());
         }
-        let succeeded: Vec<String> = held.iter().map(|h| h.sent.to_string()).collect();
-        let mut extra = Map::new();
-        if !errors.is_empty() {
-            extra.insert("errors".into(), Value::Object(errors));
-        }
         if held.is_empty() {
+            let mut extra = Map::new();
+            if !errors.is_empty() {
+                extra.insert("errors".into(), Value::Object(errors));
+            }
             self.outbox.push(Outbound::Text(reply::subscribed(
-                request_id, None, &succeeded, &failed, extra,
+                request_id,
+                None,
+                &[],
+                &failed,
+                extra,
             )));
             return None;
         }
@@ -171,6 +185,7 @@ impl Session {
         // after this point can be missed. A resuming channel's live pushes wait at its gate.
         // A channel the connection already holds moves to the new id in one step.
         let mut gated: Vec<(Held, Option<Arc<Gate>>)> = Vec::with_capacity(held.len());
+        let mut interest: Vec<usize> = Vec::new();
         for h in held {
             let sub = |gate: Option<Arc<Gate>>| Subscriber {
                 conn: self.conn,
@@ -197,9 +212,109 @@ impl Session {
                 None
             };
             self.node.hub.subscribe(&h.key, sub(gate.clone()));
-            // With a cluster broker, wait until this node receives the key's publications.
-            self.node.broker.add_interest(&h.key).await;
+            interest.push(gated.len());
             gated.push((h, gate));
+        }
+        // With a cluster broker, this node must receive the new keys' publications before the
+        // reply: all keys at once, under one time limit, outside the session loop.
+        let node = self.node.clone();
+        let keys: Vec<String> = interest.iter().map(|&i| gated[i].0.key.clone()).collect();
+        let deadline = tokio::time::Instant::now() + node.settings.limits.subscribe_timeout;
+        self.interest = Some(tokio::spawn(async move {
+            futures_util::future::join_all(
+                keys.iter()
+                    .map(|k| node.broker.add_interest_until(k, deadline)),
+            )
+            .await
+        }));
+        self.pending = Some(PendingSubscribe {
+            request_id: request_id.to_owned(),
+            subscription_id,
+            gated,
+            interest,
+            positions,
+            ignored,
+            failed,
+            errors,
+            new,
+        });
+        None
+    }
+
+    /// Completes the pending subscribe once its cluster interest is registered (`placed[i]`
+    /// for its i-th new channel), then the requests that waited behind it.
+    pub(super) async fn on_interest(&mut self, placed: Vec<bool>) -> Option<Stop> {
+        self.interest = None;
+        let p = self.pending.take()?;
+        if let Some(stop) = self.finish_subscribe(p, placed).await {
+            return Some(stop);
+        }
+        while self.pending.is_none() {
+            let Some(request) = self.deferred.pop_front() else {
+                break;
+            };
+            if let Some(stop) = Box::pin(self.handle(request)).await {
+                return Some(stop);
+            }
+        }
+        None
+    }
+
+    async fn finish_subscribe(&mut self, p: PendingSubscribe, placed: Vec<bool>) -> Option<Stop> {
+        let PendingSubscribe {
+            request_id,
+            subscription_id,
+            mut gated,
+            interest,
+            positions,
+            ignored,
+            mut failed,
+            mut errors,
+            mut new,
+        } = p;
+        // Channels whose interest could not be registered in time are not subscribed.
+        let mut late = vec![false; gated.len()];
+        for (j, &i) in interest.iter().enumerate() {
+            late[i] = placed.get(j) != Some(&true);
+        }
+        if late.iter().any(|l| *l) {
+            let limit = self.node.settings.limits.subscribe_timeout;
+            let mut kept = Vec::with_capacity(gated.len());
+            for ((h, gate), late) in gated.into_iter().zip(late) {
+                if !late {
+                    kept.push((h, gate));
+                    continue;
+                }
+                self.node
+                    .hub
+                    .unsubscribe(&h.key, self.conn, &subscription_id, &h.sent);
+                self.node.broker.remove_interest(&h.key);
+                new -= 1;
+                metrics::protocol_error(ErrorCode::BrokerTimeout.as_str());
+                errors.insert(
+                    h.sent.to_string(),
+                    json!({"code": ErrorCode::BrokerTimeout.as_str(), "message": format!(
+                        "the cluster broker did not confirm this channel within {limit:?} (limits.subscribe_timeout): subscribe to it again later"
+                    )}),
+                );
+                failed.push(h.sent.to_string());
+            }
+            gated = kept;
+        }
+        let mut extra = Map::new();
+        if !errors.is_empty() {
+            extra.insert("errors".into(), Value::Object(errors));
+        }
+        let succeeded: Vec<String> = gated.iter().map(|(h, _)| h.sent.to_string()).collect();
+        if gated.is_empty() {
+            self.outbox.push(Outbound::Text(reply::subscribed(
+                &request_id,
+                None,
+                &succeeded,
+                &failed,
+                extra,
+            )));
+            return None;
         }
         let jobs = self
             .prepare_resume(&subscription_id, &gated, &positions, &mut extra)
@@ -219,7 +334,7 @@ impl Session {
             .increment(self.subs.id_count() as f64 - ids_before as f64);
         m.channels_active.increment(new as f64);
         self.outbox.push(Outbound::Text(reply::subscribed(
-            request_id,
+            &request_id,
             Some(&subscription_id),
             &succeeded,
             &failed,
@@ -228,6 +343,34 @@ impl Session {
         self.send_up_after_subscribe(&selectors);
         self.replays.extend(jobs);
         None
+    }
+
+    /// Removes what a pending subscribe registered (the connection ended before it completed).
+    pub(super) fn abandon_pending(&mut self) {
+        let task = self.interest.take();
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        for (h, _) in &p.gated {
+            self.node
+                .hub
+                .unsubscribe(&h.key, self.conn, &p.subscription_id, &h.sent);
+        }
+        // The interest is given back once the registration has counted it.
+        let keys: Vec<String> = p
+            .interest
+            .iter()
+            .map(|&i| p.gated[i].0.key.clone())
+            .collect();
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            for k in keys {
+                node.broker.remove_interest(&k);
+            }
+        });
     }
 
     /// Adds `already_subscribed` to the reply's `recovery` for account channels whose
