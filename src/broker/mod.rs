@@ -98,6 +98,11 @@ impl Broker {
         }
     }
 
+    /// True with a cross-node transport (interest must be registered before delivery).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Broker::Nats(_))
+    }
+
     /// False while the cluster transport is unreachable.
     pub fn is_up(&self) -> bool {
         match self {

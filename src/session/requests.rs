@@ -22,26 +22,39 @@ impl Session {
         if let Request::Ack { message_ids } = request {
             return self.on_ack(&message_ids);
         }
-        if !self.bucket.try_take(Instant::now()) {
-            let id = match &request {
-                Request::Subscribe { request_id, .. } | Request::Unsubscribe { request_id, .. } => {
-                    Some(request_id.as_str())
-                }
-                Request::Ack { .. } => None,
-            };
-            return self.error(
-                id,
-                ErrorCode::RateLimited,
-                "too many requests: slow down (see limits.requests_per_second)",
-            );
-        }
         // Requests wait, in order, behind a subscribe whose cluster interest is being
-        // registered; the session keeps answering pings, acks and timers meanwhile.
+        // registered (at most `limits.request_burst` of them; more are refused at once); the
+        // session keeps answering pings, acks and timers meanwhile.
         if self.pending.is_some() {
-            self.deferred.push_back(request);
-            return None;
+            if self.deferred.len() < self.node.settings.limits.request_burst as usize {
+                self.deferred.push_back(request);
+                return None;
+            }
+            return self.rate_limited(&request);
+        }
+        self.admit(request).await
+    }
+
+    /// Applies the rate limit, then the request.
+    async fn admit(&mut self, request: Request) -> Option<Stop> {
+        if !self.bucket.try_take(Instant::now()) {
+            return self.rate_limited(&request);
         }
         self.handle(request).await
+    }
+
+    fn rate_limited(&mut self, request: &Request) -> Option<Stop> {
+        let id = match request {
+            Request::Subscribe { request_id, .. } | Request::Unsubscribe { request_id, .. } => {
+                Some(request_id.as_str())
+            }
+            Request::Ack { .. } => None,
+        };
+        self.error(
+            id,
+            ErrorCode::RateLimited,
+            "too many requests: slow down (see limits.requests_per_second)",
+        )
     }
 
     /// Acts on a request that passed the rate limit.
@@ -215,19 +228,7 @@ impl Session {
             interest.push(gated.len());
             gated.push((h, gate));
         }
-        // With a cluster broker, this node must receive the new keys' publications before the
-        // reply: all keys at once, under one time limit, outside the session loop.
-        let node = self.node.clone();
-        let keys: Vec<String> = interest.iter().map(|&i| gated[i].0.key.clone()).collect();
-        let deadline = tokio::time::Instant::now() + node.settings.limits.subscribe_timeout;
-        self.interest = Some(tokio::spawn(async move {
-            futures_util::future::join_all(
-                keys.iter()
-                    .map(|k| node.broker.add_interest_until(k, deadline)),
-            )
-            .await
-        }));
-        self.pending = Some(PendingSubscribe {
+        let pending = PendingSubscribe {
             request_id: request_id.to_owned(),
             subscription_id,
             gated,
@@ -237,7 +238,28 @@ impl Session {
             failed,
             errors,
             new,
-        });
+        };
+        if pending.interest.is_empty() || !self.node.broker.is_cluster() {
+            let placed = vec![true; pending.interest.len()];
+            return self.finish_subscribe(pending, placed).await;
+        }
+        // With a cluster broker, this node must receive the new keys' publications before the
+        // reply: all keys at once, under one time limit, outside the session loop.
+        let node = self.node.clone();
+        let keys: Vec<String> = pending
+            .interest
+            .iter()
+            .map(|&i| pending.gated[i].0.key.clone())
+            .collect();
+        let deadline = tokio::time::Instant::now() + node.settings.limits.subscribe_timeout;
+        self.interest = Some(tokio::spawn(async move {
+            futures_util::future::join_all(
+                keys.iter()
+                    .map(|k| node.broker.add_interest_until(k, deadline)),
+            )
+            .await
+        }));
+        self.pending = Some(pending);
         None
     }
 
@@ -253,7 +275,7 @@ impl Session {
             let Some(request) = self.deferred.pop_front() else {
                 break;
             };
-            if let Some(stop) = Box::pin(self.handle(request)).await {
+            if let Some(stop) = Box::pin(self.admit(request)).await {
                 return Some(stop);
             }
         }
