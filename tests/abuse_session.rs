@@ -357,6 +357,12 @@ async fn an_unreachable_broker_during_a_64_channel_subscribe_does_not_freeze_the
     let (mut good, good_sub) = good_wallet(&gw).await;
     let mut c = gw.client().await;
     nats.down();
+    wait_until(
+        Duration::from_secs(10),
+        "node sees the broker gone",
+        || async { gw.get("/readyz").await.0 == 503 },
+    )
+    .await;
     let channels: Vec<String> = (0..64).map(|n| aa("eip155:0", &addr(n))).collect();
     let started = std::time::Instant::now();
     c.send(json!({"event": "subscribe", "data": {"requestId": "s", "channels": channels}}))

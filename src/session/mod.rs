@@ -74,6 +74,9 @@ struct PendingSubscribe {
     gated: Vec<(subscriptions::Held, Option<Arc<crate::hub::Gate>>)>,
     /// Indices into `gated` of the channels new to the connection (they need interest).
     interest: Vec<usize>,
+    /// Indices into `gated` of the channels the connection already holds, with the channel
+    /// as it was sent then: they move to the new id with the reply.
+    moved: Vec<(usize, Arc<str>)>,
     positions: std::collections::HashMap<String, crate::protocol::request::WirePosition>,
     /// Channels whose positions are ignored (`already_subscribed`).
     ignored: Vec<Arc<str>>,

@@ -199,6 +199,7 @@ impl Session {
         // A channel the connection already holds moves to the new id in one step.
         let mut gated: Vec<(Held, Option<Arc<Gate>>)> = Vec::with_capacity(held.len());
         let mut interest: Vec<usize> = Vec::new();
+        let mut moved: Vec<(usize, Arc<str>)> = Vec::new();
         for h in held {
             let sub = |gate: Option<Arc<Gate>>| Subscriber {
                 conn: self.conn,
@@ -209,7 +210,8 @@ impl Session {
                 gate,
             };
             if let Some((_, old)) = self.subs.holder(&h.identity) {
-                self.node.hub.resubscribe(&h.key, &old.sent, sub(None));
+                // Moved when the reply is sent, so pushes never carry an id not yet given out.
+                moved.push((gated.len(), old.sent.clone()));
                 if positions.contains_key(&*h.sent) {
                     ignored.push(h.sent.clone());
                 }
@@ -233,6 +235,7 @@ impl Session {
             subscription_id,
             gated,
             interest,
+            moved,
             positions,
             ignored,
             failed,
@@ -288,12 +291,25 @@ impl Session {
             subscription_id,
             mut gated,
             interest,
+            moved,
             positions,
             ignored,
             mut failed,
             mut errors,
             mut new,
         } = p;
+        for (i, old_sent) in moved {
+            let (h, _) = &gated[i];
+            let sub = Subscriber {
+                conn: self.conn,
+                subscription_id: subscription_id.clone(),
+                channel: h.sent.clone(),
+                chain_reference: h.chain_filter(),
+                outbox: self.outbox.clone(),
+                gate: None,
+            };
+            self.node.hub.resubscribe(&h.key, &old_sent, sub);
+        }
         // Channels whose interest could not be registered in time are not subscribed.
         let mut late = vec![false; gated.len()];
         for (j, &i) in interest.iter().enumerate() {
