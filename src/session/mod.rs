@@ -3,8 +3,11 @@
 //!
 //! Lifecycle: the upgrade handler authenticates and calls [`run`]. The session greets the
 //! client with `session-created`, then loops over client frames, the ping clock, the token's
-//! expiry, chain status events, the ack timer and the node's drain signal. Every way out goes
-//! through one cleanup that removes the connection's subscriptions from the hub.
+//! expiry, chain status events, the ack timer, replays and the node's drain signal. A subscribe
+//! that must wait for the cluster broker completes from that loop too, so nothing a request
+//! waits for stops the loop. Every way out goes through one cleanup that removes the
+//! connection's subscriptions from the hub; then the socket is read until the client's close
+//! frame (bounded), so the last replies and the close frame reach the client.
 mod delivery;
 mod limits;
 mod outbox;
