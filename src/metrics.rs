@@ -266,7 +266,8 @@ pub fn delivery_failure(reason: &'static str) {
     counter!("gateway_delivery_failures_total", "reason" => reason).increment(1);
 }
 
-/// A resume attempt, by result (recovered, epoch_changed, trimmed, beyond_end, store_unavailable).
+/// A resume attempt, by result (recovered, epoch_changed, trimmed, beyond_end, store_unavailable,
+/// already_subscribed, replay_limit).
 pub fn resume(result: &'static str) {
     counter!("gateway_resumes_total", "result" => result).increment(1);
 }

@@ -283,7 +283,9 @@ async fn failed_recoveries_are_reported(store: Store) {
         r["data"]["positions"][&ch],
         json!({"epoch": epoch, "offset": 20})
     );
-    // Beyond the end.
+    // Beyond the end (each resume on its own connection: a connection that already receives
+    // a stream gets `already_subscribed`).
+    let mut fresh = gw.client_at(&ack_url).await;
     let (rid, msg) = resume(json!({ch.clone(): {"epoch": epoch, "offset": 99}}));
     fresh.send(msg).await;
     assert_eq!(
@@ -297,6 +299,7 @@ async fn failed_recoveries_are_reported(store: Store) {
         Duration::from_secs(10),
     )
     .await;
+    let mut fresh = gw.client_at(&ack_url).await;
     let (rid, msg) = resume(json!({ch.clone(): {"epoch": epoch, "offset": 2}}));
     fresh.send(msg).await;
     let r = fresh.reply_to(&rid).await;

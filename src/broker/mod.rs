@@ -71,6 +71,15 @@ impl Broker {
         }
     }
 
+    /// A local subscriber holds `key`; true once publications on it will be received, false
+    /// if that is not so by `deadline` (the holder is counted either way).
+    pub async fn add_interest_until(&self, key: &str, deadline: tokio::time::Instant) -> bool {
+        match self {
+            Broker::Local(_) => true,
+            Broker::Nats(n) => n.add_interest_until(key, deadline).await,
+        }
+    }
+
     /// A local subscriber let go of `key`.
     pub fn remove_interest(&self, key: &str) {
         if let Broker::Nats(n) = self {
@@ -114,6 +123,11 @@ impl Broker {
         if let Broker::Nats(n) = self {
             n.serve_chains();
         }
+    }
+
+    /// True with a cross-node transport (interest must be registered before delivery).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Broker::Nats(_))
     }
 
     /// False while the cluster transport is unreachable.

@@ -319,6 +319,17 @@ impl NatsBroker {
 
     /// Starts (or joins) listening to `key`; returns once the subscription is in place.
     pub async fn add_interest(self: &Arc<Self>, key: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        self.add_interest_until(key, deadline).await;
+    }
+
+    /// Starts (or joins) listening to `key`; true once the subscription is in place, false if
+    /// it is not by `deadline` (the interest is counted either way: the caller removes it).
+    pub async fn add_interest_until(
+        self: &Arc<Self>,
+        key: &str,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         let mut ready = {
             let mut interests = self.interests.lock();
             let interest = interests.entry(key.to_owned()).or_insert_with(|| {
@@ -334,7 +345,10 @@ impl NatsBroker {
             interest.ready.clone()
         };
         // Bounded: a node without NATS still serves its clients live from nothing.
-        let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|r| *r)).await;
+        let placed = tokio::time::timeout_at(deadline, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        placed
     }
 
     /// Stops listening to `key` after its last local holder.

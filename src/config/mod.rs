@@ -102,6 +102,15 @@ pub struct LimitsConfig {
     pub requests_per_second: f64,
     pub request_burst: u32,
     pub errors_per_minute: usize,
+    /// Ack frames per second (their own token bucket; acks do not spend request tokens).
+    pub acks_per_second: f64,
+    /// Ack token bucket size.
+    pub ack_burst: u32,
+    /// `messageIds` in one ack frame.
+    pub max_ack_ids: usize,
+    /// Time a subscribe may take to register cluster interest for all its channels.
+    #[serde(with = "humantime_serde")]
+    pub subscribe_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -112,6 +121,10 @@ impl Default for LimitsConfig {
             requests_per_second: 20.0,
             request_burst: 50,
             errors_per_minute: 10,
+            acks_per_second: 1000.0,
+            ack_burst: 2000,
+            max_ack_ids: 1024,
+            subscribe_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -156,6 +169,8 @@ pub struct DeliveryConfig {
     pub ack_timeout: Duration,
     pub max_retries: u32,
     pub max_unacked: usize,
+    /// Publications one connection may have waiting for replay (all its resumes together).
+    pub max_replay: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -164,6 +179,7 @@ impl Default for DeliveryConfig {
             ack_timeout: Duration::from_secs(10),
             max_retries: 3,
             max_unacked: 1024,
+            max_replay: 64_000,
         }
     }
 }
@@ -263,6 +279,17 @@ impl Settings {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.server.ping_interval.is_zero() {
             return invalid("server.ping_interval must be greater than 0");
+        }
+        if self.limits.acks_per_second <= 0.0
+            || self.limits.ack_burst == 0
+            || self.limits.max_ack_ids == 0
+        {
+            return invalid(
+                "limits.acks_per_second, limits.ack_burst and limits.max_ack_ids must be greater than 0",
+            );
+        }
+        if self.limits.subscribe_timeout.is_zero() {
+            return invalid("limits.subscribe_timeout must be greater than 0");
         }
         if self.limits.requests_per_second <= 0.0 || self.limits.request_burst == 0 {
             return invalid(

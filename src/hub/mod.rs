@@ -28,6 +28,11 @@ impl Hub {
         self.registry.insert(key, sub);
     }
 
+    /// Moves a connection's channel (held as `old_channel`) to the subscriber `sub`, atomically.
+    pub fn resubscribe(&self, key: &str, old_channel: &str, sub: Subscriber) {
+        self.registry.replace(key, old_channel, sub);
+    }
+
     pub fn unsubscribe(&self, key: &str, conn: ConnId, subscription_id: &str, channel: &str) {
         self.registry.remove(key, conn, subscription_id, channel);
     }

@@ -33,8 +33,9 @@ pub struct Subscriber {
     pub gate: Option<Arc<Gate>>,
 }
 
-/// One shard: hub key → its subscribers.
-type Shard = RwLock<HashMap<String, Vec<Subscriber>>>;
+/// One shard: hub key → its subscribers, by (connection, channel as sent). A connection holds
+/// a channel once, so removing a subscriber is a lookup, whatever the number of subscribers.
+type Shard = RwLock<HashMap<String, HashMap<(ConnId, Arc<str>), Subscriber>>>;
 
 /// Sharded map of hub key → subscribers.
 pub struct Registry {
@@ -57,15 +58,27 @@ impl Registry {
         &self.shards[h % SHARDS]
     }
 
-    /// Adds a subscriber. (Broker interest is counted by the broker itself, per holder.)
+    /// Adds a subscriber, replacing the connection's entry for the same channel if any.
+    /// (Broker interest is counted by the broker itself, per holder.)
     pub fn insert(&self, key: &str, sub: Subscriber) {
         let mut shard = self.shard(key).write();
-        match shard.get_mut(key) {
-            Some(list) => list.push(sub),
-            None => {
-                shard.insert(key.to_owned(), vec![sub]);
-            }
-        }
+        let list = match shard.get_mut(key) {
+            Some(list) => list,
+            None => shard.entry(key.to_owned()).or_default(),
+        };
+        list.insert((sub.conn, sub.channel.clone()), sub);
+    }
+
+    /// Moves a connection's channel to a new subscriber entry in one step, so no publication
+    /// on the key falls between the old entry and the new one.
+    pub fn replace(&self, key: &str, old_channel: &str, sub: Subscriber) {
+        let mut shard = self.shard(key).write();
+        let list = match shard.get_mut(key) {
+            Some(list) => list,
+            None => shard.entry(key.to_owned()).or_default(),
+        };
+        list.remove(&(sub.conn, Arc::from(old_channel)));
+        list.insert((sub.conn, sub.channel.clone()), sub);
     }
 
     /// Removes one connection's subscription from a key; drops the key when it is empty.
@@ -74,9 +87,14 @@ impl Registry {
         let Some(list) = shard.get_mut(key) else {
             return;
         };
-        list.retain(|s| {
-            !(s.conn == conn && &*s.subscription_id == subscription_id && &*s.channel == channel)
-        });
+        let entry = (conn, Arc::from(channel));
+        // A channel that moved to a newer subscription id is not removed by the old one.
+        if list
+            .get(&entry)
+            .is_some_and(|s| &*s.subscription_id == subscription_id)
+        {
+            list.remove(&entry);
+        }
         if list.is_empty() {
             shard.remove(key);
         }
@@ -89,7 +107,7 @@ impl Registry {
             return 0;
         };
         let mut queued = 0;
-        for sub in list {
+        for sub in list.values() {
             if let Some(chain) = &sub.chain_reference {
                 if **chain != *publication.chain_reference {
                     continue;
@@ -114,5 +132,65 @@ impl Registry {
             }
         }
         queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Publication;
+    use crate::session::Receiver;
+    use std::time::Instant;
+
+    const KEY: &str = "account-activity.v1.eip155:0x00000000000000000000000000000000000000aa";
+
+    fn sub(conn: ConnId, id: &str, outbox: &Outbox) -> Subscriber {
+        Subscriber {
+            conn,
+            subscription_id: id.into(),
+            channel: "account-activity.v1.eip155:0:0x00000000000000000000000000000000000000aa"
+                .into(),
+            chain_reference: None,
+            outbox: outbox.clone(),
+            gate: None,
+        }
+    }
+
+    fn pushed_ids(rx: &mut Receiver) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            if let Outbound::Push {
+                subscription_id, ..
+            } = item
+            {
+                out.push(subscription_id.to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_connection_holds_a_channel_once_and_the_newest_id_wins() {
+        let registry = Registry::default();
+        let (outbox, mut rx) = Outbox::new(1 << 20, false);
+        for n in 0..300 {
+            registry.insert(KEY, sub(7, &format!("s{n}"), &outbox));
+        }
+        let p = Arc::new(Publication::new(
+            Namespace::AccountActivity,
+            KEY.into(),
+            "1".into(),
+            "account-activity.v1.eip155:1:0x00000000000000000000000000000000000000aa".into(),
+            "{}",
+            None,
+            Instant::now(),
+        ));
+        assert_eq!(registry.fan_out(&p), 1);
+        assert_eq!(pushed_ids(&mut rx), ["s299"]);
+        // The old id no longer removes it; the holder does.
+        registry.remove(KEY, 7, "s0", &sub(7, "", &outbox).channel);
+        assert_eq!(registry.fan_out(&p), 1);
+        registry.remove(KEY, 7, "s299", &sub(7, "", &outbox).channel);
+        assert_eq!(registry.fan_out(&p), 0);
     }
 }

@@ -13,6 +13,8 @@ pub enum ErrorCode {
     TooManyChannels,
     TooManySubscriptions,
     RateLimited,
+    TooManyMessageIds,
+    BrokerTimeout,
     // Tokens (HTTP 401 at the upgrade)
     TokenMissing,
     TokenInvalid,
@@ -46,6 +48,8 @@ impl ErrorCode {
             ErrorCode::TooManyChannels => "too_many_channels",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyMessageIds => "too_many_message_ids",
+            ErrorCode::BrokerTimeout => "broker_timeout",
             ErrorCode::TokenMissing => "token_missing",
             ErrorCode::TokenInvalid => "token_invalid",
             ErrorCode::TokenExpired => "token_expired",

@@ -3,8 +3,11 @@
 //!
 //! Lifecycle: the upgrade handler authenticates and calls [`run`]. The session greets the
 //! client with `session-created`, then loops over client frames, the ping clock, the token's
-//! expiry, chain status events, the ack timer and the node's drain signal. Every way out goes
-//! through one cleanup that removes the connection's subscriptions from the hub.
+//! expiry, chain status events, the ack timer, replays and the node's drain signal. A subscribe
+//! that must wait for the cluster broker completes from that loop too, so nothing a request
+//! waits for stops the loop. Every way out goes through one cleanup that removes the
+//! connection's subscriptions from the hub; then the socket is read until the client's close
+//! frame (bounded), so the last replies and the close frame reach the client.
 mod delivery;
 mod limits;
 mod outbox;
@@ -47,18 +50,63 @@ struct Session {
     outbox: Outbox,
     subs: Subscriptions,
     bucket: TokenBucket,
+    /// Ack frames have their own bucket: cheap, but not free.
+    ack_bucket: TokenBucket,
     errors: ErrorBudget,
     acks: Option<AckTracker>,
     last_seen: Instant,
     /// Replays queued by resuming subscribes, pumped by the session loop.
     replays: std::collections::VecDeque<resume::ReplayJob>,
+    /// The subscribe waiting for its cluster interest (at most one at a time).
+    pending: Option<PendingSubscribe>,
+    /// Registers the pending subscribe's cluster interest; polled by the session loop.
+    interest: Option<InterestFuture>,
+    /// Requests received while a subscribe is pending, handled in order after it.
+    deferred: std::collections::VecDeque<crate::protocol::request::Request>,
+}
+
+/// The task registering a pending subscribe's cluster interest: whether each new channel's
+/// interest was registered in time.
+type InterestFuture = tokio::task::JoinHandle<Vec<bool>>;
+
+/// A subscribe registered in the hub, waiting for its cluster interest before its reply.
+struct PendingSubscribe {
+    request_id: String,
+    subscription_id: Arc<str>,
+    /// The channels, with the gate of each resuming one.
+    gated: Vec<(subscriptions::Held, Option<Arc<crate::hub::Gate>>)>,
+    /// Indices into `gated` of the channels new to the connection (they need interest).
+    interest: Vec<usize>,
+    /// Indices into `gated` of the channels the connection already holds, with the channel
+    /// as it was sent then: they move to the new id with the reply.
+    moved: Vec<(usize, Arc<str>)>,
+    positions: std::collections::HashMap<String, crate::protocol::request::WirePosition>,
+    /// Channels whose positions are ignored (`already_subscribed`).
+    ignored: Vec<Arc<str>>,
+    failed: Vec<String>,
+    errors: serde_json::Map<String, serde_json::Value>,
+    /// Channels new to the connection.
+    new: usize,
 }
 
 /// Why the reader loop stopped; decides the close frame.
 enum Stop {
     Close(u16, &'static str, &'static str),
+    /// A read failed (a message over the size limit, invalid UTF-8): the socket can no longer
+    /// be read, so the close frame is followed by a short hold instead of a drain.
+    ReadFailed(u16, &'static str, &'static str),
     Gone,
+    /// The outbox is finishing (a slow consumer, or the writer failed): the writer closes.
+    Finishing,
 }
+
+/// How long a closing connection keeps reading (and discarding) what the client still sends,
+/// waiting for its close frame. Closing a socket with unread input makes the kernel send a
+/// reset, which discards the replies and the close frame still on their way to the client.
+const LINGER: Duration = Duration::from_secs(2);
+/// How long a socket that can no longer be read stays open after its close frame, so that a
+/// client still sending gets to read the close frame before the reset.
+const HOLD_UNREADABLE: Duration = Duration::from_secs(1);
 
 /// Runs a connection to its end.
 pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
@@ -88,10 +136,14 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
             settings.limits.requests_per_second,
             settings.limits.request_burst,
         ),
+        ack_bucket: TokenBucket::new(settings.limits.acks_per_second, settings.limits.ack_burst),
         errors: ErrorBudget::new(settings.limits.errors_per_minute, Duration::from_secs(60)),
         acks,
         last_seen: Instant::now(),
         replays: Default::default(),
+        pending: None,
+        interest: None,
+        deferred: Default::default(),
     };
 
     let ping_every = settings.server.ping_interval;
@@ -161,41 +213,100 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                     break stop;
                 }
             }
-            _ = tokio::time::sleep(replay_delay), if !session.replays.is_empty() => session.pump_replay(),
+            _ = tokio::time::sleep(replay_delay), if !session.replays.is_empty() => {
+                if Box::pin(session.pump_replay()).await.is_err() {
+                    break Stop::Close(close::TRY_AGAIN_LATER, "replay interrupted: reconnect and resume", "replay_interrupted");
+                }
+            }
+            placed = interest_placed(&mut session.interest) => {
+                if let Some(stop) = Box::pin(session.on_interest(placed)).await {
+                    break stop;
+                }
+            }
             _ = &mut drain_at => {
                 session.send_down_for_all();
                 break Stop::Close(close::RESTART, "server restart: reconnect", "drain");
             }
-            _ = outbox.closing(Waiter::Session) => break Stop::Gone,
+            _ = outbox.closing(Waiter::Session) => break Stop::Finishing,
         }
     };
 
+    // What still has to be read from the socket before it may be dropped.
+    let mut rest = Rest::Drain;
     match stop {
         Stop::Close(code, reason, label) => {
             metrics::disconnect(label);
             session.outbox.close(code, reason);
+            // A client that stopped answering pings will not send its close frame either.
+            if code == close::PING_TIMEOUT {
+                rest = Rest::Nothing;
+            }
         }
+        Stop::ReadFailed(code, reason, label) => {
+            metrics::disconnect(label);
+            session.outbox.close(code, reason);
+            rest = Rest::Hold;
+        }
+        Stop::Finishing => session.outbox.cancel(),
         // The client closed or vanished: the writer echoes a close and ends the socket.
-        Stop::Gone => session.outbox.cancel(),
+        Stop::Gone => {
+            session.outbox.cancel();
+            rest = Rest::Nothing;
+        }
     }
     session.cleanup();
     drop(session);
     // The writer ends after the close frame, or when every outbox handle is gone.
     drop(outbox);
     let abort = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(10), writer)
-        .await
-        .is_err()
-    {
-        abort.abort();
-    }
+    let written = async {
+        if tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    };
+    // Reads what the client still sends (its requests in flight, its close frame) while the
+    // writer sends the last replies and the close frame, so the socket is closed with nothing
+    // unread and the client gets everything, the close frame included.
+    let linger = async {
+        match rest {
+            Rest::Drain => while let Some(Ok(_)) = stream.next().await {},
+            Rest::Hold => tokio::time::sleep(HOLD_UNREADABLE).await,
+            Rest::Nothing => {}
+        }
+    };
+    tokio::join!(written, async {
+        let _ = tokio::time::timeout(LINGER, linger).await;
+    });
+    drop(stream);
     metrics::get().connections_open.decrement(1.0);
     tracing::debug!(conn, "Session ended.");
+}
+
+/// What the session still reads from a closing socket.
+enum Rest {
+    /// Read and discard until the client's close frame or the end of the stream.
+    Drain,
+    /// The stream failed and cannot be read: keep the socket open a moment without reading.
+    Hold,
+    /// The client closed or the socket is gone.
+    Nothing,
 }
 
 fn until_expiry(exp: u64) -> Duration {
     let now_ms = crate::protocol::now_ms().max(0) as u64;
     Duration::from_millis((exp.saturating_mul(1000)).saturating_sub(now_ms))
+}
+
+/// Resolves with the pending subscribe's interest registration; never without one.
+async fn interest_placed(interest: &mut Option<InterestFuture>) -> Vec<bool> {
+    match interest {
+        // A failed task placed nothing.
+        Some(f) => f.await.unwrap_or_default(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the ack timer fires; never without ack mode.
@@ -211,9 +322,9 @@ fn classify_read_error(e: axum::Error) -> Stop {
     match e.into_inner().downcast::<WsError>() {
         Ok(ws) => match *ws {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-                Stop::Close(close::TOO_BIG, "message too big", "too_big")
+                Stop::ReadFailed(close::TOO_BIG, "message too big", "too_big")
             }
-            WsError::Utf8(_) => Stop::Close(
+            WsError::Utf8(_) => Stop::ReadFailed(
                 close::INVALID_PAYLOAD,
                 "text frame is not valid UTF-8",
                 "invalid_utf8",
@@ -302,6 +413,7 @@ impl Session {
     }
 
     fn cleanup(&mut self) {
+        self.abandon_pending();
         let held = self.subs.drain();
         let m = metrics::get();
         let mut ids = std::collections::HashSet::new();

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::subscriptions::{relevant, Held};
-use super::{Outbound, Session, Stop};
+use super::{Outbound, PendingSubscribe, Session, Stop};
 use crate::hub::{Gate, Subscriber};
 use crate::metrics;
 use crate::protocol::request::{self, Request, WirePosition};
@@ -20,26 +20,45 @@ impl Session {
             Err(e) => return self.error(e.request_id.as_deref(), e.code, &e.message),
         };
         if let Request::Ack { message_ids } = request {
-            // Acks are not requests: no reply, no rate limit, unknown ids ignored.
-            if let Some(acks) = &self.acks {
-                let n = acks.ack(message_ids.iter().map(String::as_str));
-                metrics::acks(n as u64);
+            return self.on_ack(&message_ids);
+        }
+        // Requests wait, in order, behind a subscribe whose cluster interest is being
+        // registered (at most `limits.request_burst` of them; more are refused at once); the
+        // session keeps answering pings, acks and timers meanwhile.
+        if self.pending.is_some() {
+            if self.deferred.len() < self.node.settings.limits.request_burst as usize {
+                self.deferred.push_back(request);
+                return None;
             }
-            return None;
+            return self.rate_limited(&request);
         }
+        self.admit(request).await
+    }
+
+    /// Applies the rate limit, then the request.
+    async fn admit(&mut self, request: Request) -> Option<Stop> {
         if !self.bucket.try_take(Instant::now()) {
-            let id = match &request {
-                Request::Subscribe { request_id, .. } | Request::Unsubscribe { request_id, .. } => {
-                    Some(request_id.as_str())
-                }
-                Request::Ack { .. } => None,
-            };
-            return self.error(
-                id,
-                ErrorCode::RateLimited,
-                "too many requests: slow down (see limits.requests_per_second)",
-            );
+            return self.rate_limited(&request);
         }
+        self.handle(request).await
+    }
+
+    fn rate_limited(&mut self, request: &Request) -> Option<Stop> {
+        let id = match request {
+            Request::Subscribe { request_id, .. } | Request::Unsubscribe { request_id, .. } => {
+                Some(request_id.as_str())
+            }
+            Request::Ack { .. } => None,
+        };
+        self.error(
+            id,
+            ErrorCode::RateLimited,
+            "too many requests: slow down (see limits.requests_per_second)",
+        )
+    }
+
+    /// Acts on a request that passed the rate limit.
+    pub(super) async fn handle(&mut self, request: Request) -> Option<Stop> {
         match request {
             Request::Subscribe {
                 request_id,
@@ -56,6 +75,32 @@ impl Session {
             }
             Request::Ack { .. } => None,
         }
+    }
+
+    /// Acks are not requests: no reply, unknown ids ignored. They spend their own token bucket
+    /// (`limits.acks_per_second`), not the request one; a refused ack frame is an error reply
+    /// without `requestId`, charged to the error budget like any other.
+    fn on_ack(&mut self, message_ids: &[String]) -> Option<Stop> {
+        if !self.ack_bucket.try_take(Instant::now()) {
+            return self.error(
+                None,
+                ErrorCode::RateLimited,
+                "too many ack frames: batch message ids (see limits.acks_per_second)",
+            );
+        }
+        let max = self.node.settings.limits.max_ack_ids;
+        if message_ids.len() > max {
+            let msg = format!(
+                "{} message ids in one ack; at most {max} are allowed (limits.max_ack_ids): split the ack",
+                message_ids.len()
+            );
+            return self.error(None, ErrorCode::TooManyMessageIds, &msg);
+        }
+        if let Some(acks) = &self.acks {
+            let n = acks.ack(message_ids.iter().map(String::as_str));
+            metrics::acks(n as u64);
+        }
+        None
     }
 
     /// Sends an error reply and charges the error budget; over budget, the connection closes.
@@ -128,57 +173,206 @@ impl Session {
         if !failed.is_empty() {
             metrics::protocol_error(ErrorCode::InvalidChannel.as_str());
         }
-        let succeeded: Vec<String> = held.iter().map(|h| h.sent.to_string()).collect();
-        let mut extra = Map::new();
-        if !errors.is_empty() {
-            extra.insert("errors".into(), Value::Object(errors));
-        }
         if held.is_empty() {
+            let mut extra = Map::new();
+            if !errors.is_empty() {
+                extra.insert("errors".into(), Value::Object(errors));
+            }
             self.outbox.push(Outbound::Text(reply::subscribed(
-                request_id, None, &succeeded, &failed, extra,
+                request_id,
+                None,
+                &[],
+                &failed,
+                extra,
             )));
             return None;
         }
 
         let subscription_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+        // Streams this connection already receives are never replayed again: a resume of one
+        // is answered `already_subscribed` and the channel is (or stays) live.
+        let mut held_streams: HashSet<String> =
+            self.subs.channels().map(|h| h.key.clone()).collect();
+        let mut ignored: Vec<Arc<str>> = Vec::new();
         // Register for live delivery before reading positions or history: nothing published
         // after this point can be missed. A resuming channel's live pushes wait at its gate.
-        let gated: Vec<(Held, Option<Arc<Gate>>)> = held
-            .into_iter()
-            .map(|h| {
-                let gate = self.gate_for(&h, &positions);
-                (h, gate)
-            })
+        // A channel the connection already holds moves to the new id in one step.
+        let mut gated: Vec<(Held, Option<Arc<Gate>>)> = Vec::with_capacity(held.len());
+        let mut interest: Vec<usize> = Vec::new();
+        let mut moved: Vec<(usize, Arc<str>)> = Vec::new();
+        for h in held {
+            let sub = |gate: Option<Arc<Gate>>| Subscriber {
+                conn: self.conn,
+                subscription_id: subscription_id.clone(),
+                channel: h.sent.clone(),
+                chain_reference: h.chain_filter(),
+                outbox: self.outbox.clone(),
+                gate,
+            };
+            if let Some((_, old)) = self.subs.holder(&h.identity) {
+                // Moved when the reply is sent, so pushes never carry an id not yet given out.
+                moved.push((gated.len(), old.sent.clone()));
+                if positions.contains_key(&*h.sent) {
+                    ignored.push(h.sent.clone());
+                }
+                gated.push((h, None));
+                continue;
+            }
+            let gate = if held_streams.insert(h.key.clone()) {
+                self.gate_for(&h, &positions)
+            } else {
+                if positions.contains_key(&*h.sent) {
+                    ignored.push(h.sent.clone());
+                }
+                None
+            };
+            self.node.hub.subscribe(&h.key, sub(gate.clone()));
+            interest.push(gated.len());
+            gated.push((h, gate));
+        }
+        let pending = PendingSubscribe {
+            request_id: request_id.to_owned(),
+            subscription_id,
+            gated,
+            interest,
+            moved,
+            positions,
+            ignored,
+            failed,
+            errors,
+            new,
+        };
+        if pending.interest.is_empty() || !self.node.broker.is_cluster() {
+            let placed = vec![true; pending.interest.len()];
+            return self.finish_subscribe(pending, placed).await;
+        }
+        // With a cluster broker, this node must receive the new keys' publications before the
+        // reply: all keys at once, under one time limit, outside the session loop.
+        let node = self.node.clone();
+        let keys: Vec<String> = pending
+            .interest
+            .iter()
+            .map(|&i| pending.gated[i].0.key.clone())
             .collect();
-        for (h, gate) in &gated {
-            self.node.hub.subscribe(
-                &h.key,
-                Subscriber {
-                    conn: self.conn,
-                    subscription_id: subscription_id.clone(),
-                    channel: h.sent.clone(),
-                    chain_reference: h.chain_filter(),
-                    outbox: self.outbox.clone(),
-                    gate: gate.clone(),
-                },
-            );
-            // With a cluster broker, wait until this node receives the key's publications.
-            self.node.broker.add_interest(&h.key).await;
+        let deadline = tokio::time::Instant::now() + node.settings.limits.subscribe_timeout;
+        self.interest = Some(tokio::spawn(async move {
+            futures_util::future::join_all(
+                keys.iter()
+                    .map(|k| node.broker.add_interest_until(k, deadline)),
+            )
+            .await
+        }));
+        self.pending = Some(pending);
+        None
+    }
+
+    /// Completes the pending subscribe once its cluster interest is registered (`placed[i]`
+    /// for its i-th new channel), then the requests that waited behind it.
+    pub(super) async fn on_interest(&mut self, placed: Vec<bool>) -> Option<Stop> {
+        self.interest = None;
+        let p = self.pending.take()?;
+        if let Some(stop) = self.finish_subscribe(p, placed).await {
+            return Some(stop);
+        }
+        while self.pending.is_none() {
+            let Some(request) = self.deferred.pop_front() else {
+                break;
+            };
+            if let Some(stop) = Box::pin(self.admit(request)).await {
+                return Some(stop);
+            }
+        }
+        None
+    }
+
+    async fn finish_subscribe(&mut self, p: PendingSubscribe, placed: Vec<bool>) -> Option<Stop> {
+        let PendingSubscribe {
+            request_id,
+            subscription_id,
+            mut gated,
+            interest,
+            moved,
+            positions,
+            ignored,
+            mut failed,
+            mut errors,
+            mut new,
+        } = p;
+        for (i, old_sent) in moved {
+            let (h, _) = &gated[i];
+            let sub = Subscriber {
+                conn: self.conn,
+                subscription_id: subscription_id.clone(),
+                channel: h.sent.clone(),
+                chain_reference: h.chain_filter(),
+                outbox: self.outbox.clone(),
+                gate: None,
+            };
+            self.node.hub.resubscribe(&h.key, &old_sent, sub);
+        }
+        // Channels whose interest could not be registered in time are not subscribed.
+        let mut late = vec![false; gated.len()];
+        for (j, &i) in interest.iter().enumerate() {
+            late[i] = placed.get(j) != Some(&true);
+        }
+        if late.iter().any(|l| *l) {
+            let limit = self.node.settings.limits.subscribe_timeout;
+            let mut kept = Vec::with_capacity(gated.len());
+            for ((h, gate), late) in gated.into_iter().zip(late) {
+                if !late {
+                    kept.push((h, gate));
+                    continue;
+                }
+                self.node
+                    .hub
+                    .unsubscribe(&h.key, self.conn, &subscription_id, &h.sent);
+                self.node.broker.remove_interest(&h.key);
+                new -= 1;
+                metrics::protocol_error(ErrorCode::BrokerTimeout.as_str());
+                errors.insert(
+                    h.sent.to_string(),
+                    json!({"code": ErrorCode::BrokerTimeout.as_str(), "message": format!(
+                        "the cluster broker did not confirm this channel within {limit:?} (limits.subscribe_timeout): subscribe to it again later"
+                    )}),
+                );
+                failed.push(h.sent.to_string());
+            }
+            gated = kept;
+        }
+        let mut extra = Map::new();
+        if !errors.is_empty() {
+            extra.insert("errors".into(), Value::Object(errors));
+        }
+        let succeeded: Vec<String> = gated.iter().map(|(h, _)| h.sent.to_string()).collect();
+        if gated.is_empty() {
+            self.outbox.push(Outbound::Text(reply::subscribed(
+                &request_id,
+                None,
+                &succeeded,
+                &failed,
+                extra,
+            )));
+            return None;
         }
         let jobs = self
             .prepare_resume(&subscription_id, &gated, &positions, &mut extra)
             .await;
+        if self.acks.is_some() {
+            self.ignore_positions(&gated, &ignored, &mut extra);
+        }
         let held: Vec<Held> = gated.into_iter().map(|(h, _)| h).collect();
         let m = metrics::get();
-        m.subscriptions_active.increment(1.0);
-        m.channels_active.increment(new as f64);
+        let ids_before = self.subs.id_count();
         let selectors: Vec<(Namespace, Held)> = held
             .iter()
             .map(|h| (h.channel.namespace(), h.clone()))
             .collect();
         self.subs.insert(subscription_id.clone(), held);
+        m.subscriptions_active
+            .increment(self.subs.id_count() as f64 - ids_before as f64);
+        m.channels_active.increment(new as f64);
         self.outbox.push(Outbound::Text(reply::subscribed(
-            request_id,
+            &request_id,
             Some(&subscription_id),
             &succeeded,
             &failed,
@@ -187,6 +381,63 @@ impl Session {
         self.send_up_after_subscribe(&selectors);
         self.replays.extend(jobs);
         None
+    }
+
+    /// Removes what a pending subscribe registered (the connection ended before it completed).
+    pub(super) fn abandon_pending(&mut self) {
+        let task = self.interest.take();
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        for (h, _) in &p.gated {
+            self.node
+                .hub
+                .unsubscribe(&h.key, self.conn, &p.subscription_id, &h.sent);
+        }
+        // The interest is given back once the registration has counted it.
+        let keys: Vec<String> = p
+            .interest
+            .iter()
+            .map(|&i| p.gated[i].0.key.clone())
+            .collect();
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            for k in keys {
+                node.broker.remove_interest(&k);
+            }
+        });
+    }
+
+    /// Adds `already_subscribed` to the reply's `recovery` for account channels whose
+    /// positions were not used because the connection already receives their stream.
+    fn ignore_positions(
+        &self,
+        held: &[(Held, Option<Arc<Gate>>)],
+        ignored: &[Arc<str>],
+        extra: &mut Map<String, Value>,
+    ) {
+        let mut entries = Vec::new();
+        for (h, _) in held {
+            if matches!(h.channel, Channel::AccountActivity(_)) && ignored.contains(&h.sent) {
+                metrics::resume("already_subscribed");
+                entries.push((
+                    h.sent.to_string(),
+                    json!({"recovered": false, "replayed": 0, "reason": "already_subscribed"}),
+                ));
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let recovery = extra
+            .entry("recovery")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(map) = recovery {
+            map.extend(entries);
+        }
     }
 
     /// The `up` notification right after a subscribe: the chains up now that concern it.

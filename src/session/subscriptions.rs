@@ -1,7 +1,7 @@
 //! One connection's subscriptions: ids, the channels each holds, the distinct-channel count
 //! that the per-connection limit applies to, and which chains concern the connection.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::protocol::caip::ChainId;
@@ -18,11 +18,14 @@ pub struct Held {
     pub identity: String,
 }
 
-/// The subscription state of one connection.
+/// The subscription state of one connection. A channel (by identity) is held by at most one
+/// subscription id; every id holds at least one channel, so ids never outnumber channels.
 #[derive(Debug, Default)]
 pub struct Subscriptions {
-    by_id: HashMap<Arc<str>, Vec<Held>>,
-    identities: HashMap<String, usize>,
+    /// Subscription id → its channels, by identity.
+    by_id: HashMap<Arc<str>, HashMap<String, Held>>,
+    /// Channel identity → the subscription id holding it.
+    owner: HashMap<String, Arc<str>>,
 }
 
 impl Held {
@@ -53,48 +56,70 @@ impl Held {
 impl Subscriptions {
     /// Distinct channels currently held.
     pub fn channel_count(&self) -> usize {
-        self.identities.len()
+        self.owner.len()
+    }
+
+    /// Subscription ids currently holding a channel.
+    pub fn id_count(&self) -> usize {
+        self.by_id.len()
     }
 
     /// How many of `identities` are not held yet.
     pub fn new_identities<'a>(&self, identities: impl Iterator<Item = &'a str>) -> usize {
-        identities
-            .filter(|i| !self.identities.contains_key(*i))
-            .count()
+        identities.filter(|i| !self.owner.contains_key(*i)).count()
     }
 
-    pub fn insert(&mut self, id: Arc<str>, held: Vec<Held>) {
-        for h in &held {
-            *self.identities.entry(h.identity.clone()).or_default() += 1;
+    /// The subscription id holding `identity`, and the channel as it was sent then.
+    pub fn holder(&self, identity: &str) -> Option<(&Arc<str>, &Held)> {
+        let id = self.owner.get(identity)?;
+        Some((id, self.by_id.get(id)?.get(identity)?))
+    }
+
+    /// Adds `held` under `id`. A channel already held by another id moves to `id`; returns
+    /// the (old id, old channel) pairs that moved.
+    pub fn insert(&mut self, id: Arc<str>, held: Vec<Held>) -> Vec<(Arc<str>, Held)> {
+        let mut moved = Vec::new();
+        for h in held {
+            if let Some(old) = self.owner.insert(h.identity.clone(), id.clone()) {
+                if let Some(list) = self.by_id.get_mut(&old) {
+                    if let Some(prev) = list.remove(&h.identity) {
+                        moved.push((old.clone(), prev));
+                    }
+                    if list.is_empty() {
+                        self.by_id.remove(&old);
+                    }
+                }
+            }
+            self.by_id
+                .entry(id.clone())
+                .or_default()
+                .insert(h.identity.clone(), h);
         }
-        self.by_id.insert(id, held);
+        moved
     }
 
     /// Removes the channels of `id` whose sent text is in `channels` (all when empty).
-    /// Returns what was removed.
+    /// Returns what was removed. Linear in the subscription's channels plus `channels`.
     pub fn remove(&mut self, id: &str, channels: &[String]) -> Vec<Held> {
         let Some(list) = self.by_id.get_mut(id) else {
             return Vec::new();
         };
         let removed: Vec<Held> = if channels.is_empty() {
-            std::mem::take(list)
+            std::mem::take(list).into_values().collect()
         } else {
-            let (gone, kept) = std::mem::take(list)
-                .into_iter()
-                .partition(|h| channels.iter().any(|c| **c == *h.sent));
-            *list = kept;
-            gone
+            let wanted: HashSet<&str> = channels.iter().map(String::as_str).collect();
+            let gone: Vec<String> = list
+                .values()
+                .filter(|h| wanted.contains(&*h.sent))
+                .map(|h| h.identity.clone())
+                .collect();
+            gone.iter().filter_map(|i| list.remove(i)).collect()
         };
         if list.is_empty() {
             self.by_id.remove(id);
         }
         for h in &removed {
-            if let Some(n) = self.identities.get_mut(&h.identity) {
-                *n -= 1;
-                if *n == 0 {
-                    self.identities.remove(&h.identity);
-                }
-            }
+            self.owner.remove(&h.identity);
         }
         removed
     }
@@ -104,24 +129,29 @@ impl Subscriptions {
         self.by_id.contains_key(id)
     }
 
-    /// True when some subscription still holds this channel identity.
+    /// True when some subscription holds this channel identity.
     pub fn holds_identity(&self, identity: &str) -> bool {
-        self.identities.contains_key(identity)
+        self.owner.contains_key(identity)
     }
 
     /// Every (subscription id, held channel); used to clean up when the connection ends.
     pub fn drain(&mut self) -> Vec<(Arc<str>, Held)> {
-        self.identities.clear();
+        self.owner.clear();
         self.by_id
             .drain()
-            .flat_map(|(id, list)| list.into_iter().map(move |h| (id.clone(), h)))
+            .flat_map(|(id, list)| list.into_values().map(move |h| (id.clone(), h)))
             .collect()
+    }
+
+    /// Every held channel.
+    pub fn channels(&self) -> impl Iterator<Item = &Held> {
+        self.by_id.values().flat_map(HashMap::values)
     }
 
     /// The chain selectors per namespace: wildcard chains match their whole namespace.
     pub fn selectors(&self) -> HashMap<Namespace, BTreeSet<ChainId>> {
         let mut out: HashMap<Namespace, BTreeSet<ChainId>> = HashMap::new();
-        for h in self.by_id.values().flatten() {
+        for h in self.channels() {
             out.entry(h.channel.namespace())
                 .or_default()
                 .insert(h.channel.chain().clone());
@@ -156,23 +186,39 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_channels_count_once_and_removal_is_by_sent_text() {
+    fn a_channel_held_again_moves_to_the_new_id_and_removal_is_by_sent_text() {
         let mut subs = Subscriptions::default();
-        subs.insert("s1".into(), vec![held(A)]);
-        subs.insert(
-            "s2".into(),
-            vec![held(
-                &A.to_uppercase()
-                    .replace("ACCOUNT-ACTIVITY.V1.EIP155", "account-activity.v1.eip155")
-                    .replace("0XD", "0xD"),
-            )],
+        assert!(subs.insert("s1".into(), vec![held(A)]).is_empty());
+        let other_spelling = A
+            .to_uppercase()
+            .replace("ACCOUNT-ACTIVITY.V1.EIP155", "account-activity.v1.eip155")
+            .replace("0XD", "0xD");
+        let moved = subs.insert("s2".into(), vec![held(&other_spelling)]);
+        assert_eq!(moved.len(), 1);
+        assert_eq!((&*moved[0].0, &*moved[0].1.sent), ("s1", A));
+        assert_eq!((subs.channel_count(), subs.id_count()), (1, 1));
+        assert!(!subs.holds("s1") && subs.holds("s2"));
+        assert!(subs.remove("s1", &[]).is_empty());
+        assert!(
+            subs.remove("s2", &[A.to_owned()]).is_empty(),
+            "by sent text"
         );
-        assert_eq!(subs.channel_count(), 1);
-        assert!(subs.holds("s1") && subs.holds("s2"));
-        assert_eq!(subs.remove("s1", &[]).len(), 1);
-        assert_eq!(subs.channel_count(), 1);
+        assert_eq!(subs.remove("s2", &[other_spelling]).len(), 1);
+        assert_eq!((subs.channel_count(), subs.id_count()), (0, 0));
         assert!(subs.remove("unknown", &[]).is_empty());
-        assert_eq!(subs.drain().len(), 1);
+    }
+
+    #[test]
+    fn removing_many_channels_is_linear() {
+        let mut subs = Subscriptions::default();
+        let channels: Vec<String> = (0..20_000)
+            .map(|n| format!("account-activity.v1.eip155:0:0x{n:040x}"))
+            .collect();
+        subs.insert("s".into(), channels.iter().map(|c| held(c)).collect());
+        let started = std::time::Instant::now();
+        assert_eq!(subs.remove("s", &channels).len(), 20_000);
+        // Quadratic matching (20,000 x 20,000 string compares) takes seconds in a debug build.
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
         assert_eq!(subs.channel_count(), 0);
     }
 
