@@ -1,4 +1,4 @@
-//! The calibration peer of BENCHMARKS.md: a bare tokio-tungstenite server, speaking just
+//! The calibration peer of docs/benchmarks-log.md: a bare tokio-tungstenite server, speaking just
 //! enough of the gateway's protocol for `gateway-bench` to drive it (`session-created`, a
 //! `subscribed` reply, `POST /v1/publish`), with none of the gateway's features: no auth
 //! check, no history, no limits, no channel grammar. It is the issue's "bare

@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 /// jemalloc: glibc's allocator took ~27 % of the gateway's CPU under load (malloc_consolidate,
-/// unlink_chunk) and fragments across the sqlx worker threads' arenas; see BENCHMARKS.md.
+/// unlink_chunk) and fragments across the sqlx worker threads' arenas (docs/benchmarks-log.md,
+/// second pass).
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

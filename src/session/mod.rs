@@ -150,7 +150,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
     // Each connection pings at its own phase of the interval. Connections made together (the
     // reconnect storm after a deploy) would otherwise ping and pong together every interval
     // for as long as they live: at 10,000 connections a burst of ~0.3 s of CPU every 30 s,
-    // which delayed the deliveries queued behind it (BENCHMARKS.md, "Ping phases").
+    // which delayed the deliveries queued behind it (docs/benchmarks-log.md, "Ping phases").
     let first_ping = ping_every.mul_f64(rand::thread_rng().gen_range(0.1..=1.0));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + first_ping, ping_every);
     let expiry = tokio::time::Instant::now() + until_expiry(init.claims.exp);
@@ -187,7 +187,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                 Some(Ok(msg)) => {
                     session.last_seen = Instant::now();
                     // Boxed: a subscribe's future (history reads, broker interest) is large, and
-                    // held inline it would sit in every idle connection's task (BENCHMARKS.md, S3).
+                    // held inline it would sit in every idle connection's task (docs/benchmarks-log.md, S3).
                     if let Some(stop) = Box::pin(session.on_frame(msg)).await {
                         break stop;
                     }

@@ -9,7 +9,7 @@
 //! `.await`) with one waker for the writer, instead of a tokio unbounded channel: an idle
 //! connection then costs a few dozen bytes instead of the channel's ~2 KB (its first block of
 //! 32 slots and its cache-padded state are allocated up front). With 10,000 idle wallets that
-//! is ~20 MB less (BENCHMARKS.md, S3).
+//! is ~20 MB less (docs/benchmarks-log.md, S3).
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};

@@ -44,7 +44,7 @@ pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryEr
         )
         // The caches of all connections together: without it, each pool connection that ever
         // ran a query keeps its own cache full, and RSS creeps up for as long as new
-        // connections get used (BENCHMARKS.md, "Memory over time"). The limit is
+        // connections get used (docs/benchmarks-log.md, "Memory over time"). The limit is
         // process-wide; setting it on every connection sets the same value.
         .pragma(
             "soft_heap_limit",
