@@ -230,10 +230,6 @@ fn report(state: &StatusState) -> StatusReport {
     let readiness = node.readiness();
     let store_up = node.history.is_available();
     let broker_up = node.broker.is_up();
-    let health = Health {
-        store_up,
-        broker_up,
-    };
     StatusReport {
         node: NodeStatus {
             version: env!("CARGO_PKG_VERSION"),
@@ -253,12 +249,7 @@ fn report(state: &StatusState) -> StatusReport {
                 status: up_down(broker_up),
             },
         },
-        chains: node
-            .chains
-            .views()
-            .into_iter()
-            .map(|v| chain_row(v, health))
-            .collect(),
+        chains: node.chains.views().into_iter().map(chain_row).collect(),
         connections: Connections {
             open: c.connections as u64,
             subscriptions: c.subscriptions as u64,
@@ -285,27 +276,20 @@ fn report(state: &StatusState) -> StatusReport {
     }
 }
 
-/// What the node knows beyond the chain registry that decides a chain's reason.
-#[derive(Debug, Clone, Copy)]
-struct Health {
-    store_up: bool,
-    broker_up: bool,
-}
-
-/// A chain's status and the reason an operator reads. The one place that interprets chain
-/// health for the page: everything it needs is the registry's view and the node's health.
-fn chain_row(v: ChainView, health: Health) -> ChainRow {
+/// A chain's status and the reason an operator reads, from the chain rule's own view: its
+/// inputs decide which reason applies, in the rule's order (an operator's `down`, the store,
+/// the broker, an operator's `up`, then the signs of life), so the page and `GET /v1/chains`
+/// never disagree.
+fn chain_row(v: ChainView) -> ChainRow {
     let down = v.status != "up";
     let (reason_code, reason) = match v.mode {
         Mode::Down => ("operator_override", "forced down by an operator".to_owned()),
-        Mode::Up => ("operator_override", "forced up by an operator".to_owned()),
-        Mode::Auto if down && !health.broker_up => (
+        _ if !v.inputs.store_writable => ("store_down", v.reason.clone()),
+        _ if !v.inputs.broker_connected => (
             "broker_down",
             "the cluster broker is unreachable: every chain is reported down".to_owned(),
         ),
-        Mode::Auto if down && !health.store_up => {
-            ("store_down", "the history store is unavailable".to_owned())
-        }
+        Mode::Up => ("operator_override", "forced up by an operator".to_owned()),
         Mode::Auto => match v.last_seen_ms_ago {
             None => (
                 "never_seen",
@@ -415,6 +399,7 @@ fn counters(text: &str) -> Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chains::Inputs;
 
     fn view(status: &'static str, mode: Mode, ago: Option<u64>) -> ChainView {
         ChainView {
@@ -422,44 +407,50 @@ mod tests {
             status,
             mode,
             reason: String::new(),
+            inputs: Inputs {
+                fresh_sign_of_life: ago.is_some_and(|a| a < 60_000),
+                store_writable: true,
+                broker_connected: true,
+            },
             stale_after_ms: 60_000,
             last_seen_ms_ago: ago,
         }
     }
 
-    const OK: Health = Health {
-        store_up: true,
-        broker_up: true,
-    };
-
     #[test]
     fn chain_reasons() {
-        let r = chain_row(view("down", Mode::Down, Some(10)), OK);
+        let r = chain_row(view("down", Mode::Down, Some(10)));
         assert_eq!(
             (r.reason_code, r.reason.as_str()),
             ("operator_override", "forced down by an operator")
         );
-        let r = chain_row(view("up", Mode::Auto, Some(1_500)), OK);
+        let r = chain_row(view("up", Mode::Auto, Some(1_500)));
         assert_eq!(
             (r.reason_code, r.reason.as_str()),
             ("fresh", "fresh: last heartbeat or publication 1.5 s ago")
         );
-        let r = chain_row(view("down", Mode::Auto, Some(90_000)), OK);
+        let r = chain_row(view("down", Mode::Auto, Some(90_000)));
         assert_eq!(r.reason_code, "stale");
         assert_eq!(
             r.reason,
             "stale since 30.0 s ago: no heartbeat or publication for 1.5 min (stale after 1.0 min)"
         );
-        let r = chain_row(view("down", Mode::Auto, None), OK);
+        let r = chain_row(view("down", Mode::Auto, None));
         assert_eq!(r.reason_code, "never_seen");
-        let r = chain_row(
-            view("down", Mode::Auto, Some(10)),
-            Health {
-                store_up: true,
-                broker_up: false,
-            },
+        let mut cut = view("down", Mode::Auto, Some(10));
+        cut.inputs.broker_connected = false;
+        assert_eq!(chain_row(cut).reason_code, "broker_down");
+        let mut locked = view("down", Mode::Up, Some(10));
+        locked.inputs.store_writable = false;
+        locked.reason = "history store not writable: database is locked".into();
+        let r = chain_row(locked);
+        assert_eq!(
+            (r.reason_code, r.reason.as_str()),
+            (
+                "store_down",
+                "history store not writable: database is locked"
+            )
         );
-        assert_eq!(r.reason_code, "broker_down");
     }
 
     #[test]
