@@ -63,6 +63,10 @@ struct Session {
     interest: Option<InterestFuture>,
     /// Requests received while a subscribe is pending, handled in order after it.
     deferred: std::collections::VecDeque<crate::protocol::request::Request>,
+    /// Chain status changes, in the order the registry made them. A subscribe handles the
+    /// queued ones before it reads the chains' current status, so each change reaches the
+    /// client once: by its event, or by the snapshot that already includes it.
+    chain_events: tokio::sync::broadcast::Receiver<Arc<ChainEvent>>,
 }
 
 /// The task registering a pending subscribe's cluster interest: whether each new channel's
@@ -144,6 +148,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
         pending: None,
         interest: None,
         deferred: Default::default(),
+        chain_events: node.chains.events(),
     };
 
     let ping_every = settings.server.ping_interval;
@@ -154,7 +159,6 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
     let first_ping = ping_every.mul_f64(rand::thread_rng().gen_range(0.1..=1.0));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + first_ping, ping_every);
     let expiry = tokio::time::Instant::now() + until_expiry(init.claims.exp);
-    let mut chain_events = node.chains.events();
     let drain = node.shutdown.clone();
     let drain_at = async {
         drain.draining().await;
@@ -202,7 +206,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
                 session.outbox.push(Outbound::Ping);
             }
             _ = &mut expiry => break Stop::Close(close::TOKEN_EXPIRED, "token expired: reconnect with a fresh token", "token_expired"),
-            event = chain_events.recv() => match event {
+            event = session.chain_events.recv() => match event {
                 Ok(event) => session.on_chain_event(&event),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => session.resync_chains(),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
@@ -361,6 +365,18 @@ impl Session {
                     .map(|(c, _)| c);
                 let ids = relevant(&selectors, changed);
                 self.send_status(ns, &ids, up);
+            }
+        }
+    }
+
+    /// Handles the chain events already queued, for the subscriptions held now.
+    fn take_queued_chain_events(&mut self) {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            match self.chain_events.try_recv() {
+                Ok(event) => self.on_chain_event(&event),
+                Err(TryRecvError::Lagged(_)) => self.resync_chains(),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
             }
         }
     }

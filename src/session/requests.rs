@@ -367,6 +367,9 @@ impl Session {
             .iter()
             .map(|h| (h.channel.namespace(), h.clone()))
             .collect();
+        // Changes made before the snapshot below go to the subscriptions held before this one;
+        // the snapshot tells this one the current status, once.
+        self.take_queued_chain_events();
         self.subs.insert(subscription_id.clone(), held);
         m.subscriptions_active
             .increment(self.subs.id_count() as f64 - ids_before as f64);
