@@ -102,7 +102,7 @@ fn main() -> Result<()> {
             runtime.block_on(activity_gateway::history::migrate(&loaded.settings.storage))?;
             println!(
                 "migrations applied to {}",
-                redact(&loaded.settings.storage.url)
+                activity_gateway::config::redact::url(&loaded.settings.storage.url)
             );
             Ok(())
         }
@@ -162,17 +162,6 @@ async fn tail(url: String, token: String, ack: bool, address: String) -> Result<
                 println!("{line}");
             }
         }
-    }
-}
-
-/// The storage URL without its password.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
     }
 }
 
