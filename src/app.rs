@@ -36,9 +36,41 @@ pub enum StartError {
 pub struct Gateway {
     pub node: Arc<Node>,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `metrics.listen` gives it its own listener.
+    pub metrics_addr: Option<SocketAddr>,
     server: tokio::task::JoinHandle<()>,
     /// The JetStream consumer, when `ingest.jetstream.url` is set; stopped first on drain.
     ingest: Option<Ingest>,
+}
+
+/// Binds `listen` and serves `/metrics` there until the node stops.
+async fn serve_metrics(
+    listen: &str,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: &Shutdown,
+) -> Result<SocketAddr, StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: format!("{listen} (metrics.listen)"),
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let router = http::metrics_router(handle).fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            "only /metrics is served here\n",
+        )
+    });
+    let stop = shutdown.stop_token();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "The metrics listener stopped.");
+        }
+    });
+    Ok(addr)
 }
 
 impl Gateway {
@@ -93,6 +125,10 @@ impl Gateway {
             addr: settings.server.listen.clone(),
             source,
         })?;
+        let metrics_addr = match &settings.metrics.listen {
+            Some(listen) => Some(serve_metrics(listen, handle.clone(), &shutdown).await?),
+            None => None,
+        };
         let router = http::router(node.clone(), handle);
         let server = tokio::spawn(server::serve(
             listener,
@@ -104,6 +140,7 @@ impl Gateway {
         Ok(Gateway {
             node,
             addr,
+            metrics_addr,
             server,
             ingest,
         })

@@ -130,6 +130,9 @@ async fn serve(settings: Settings, dev_mode: bool) -> Result<()> {
     if let Some(s) = banner_settings {
         writeln!(stdout, "{}", dev::banner(&s, &addr.to_string()))?;
     }
+    if let Some(metrics) = gateway.metrics_addr {
+        writeln!(stdout, "metrics listening on {metrics}")?;
+    }
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
     drop(stdout);

@@ -34,6 +34,7 @@ pub struct Settings {
     pub history: HistoryConfig,
     pub ingest: IngestConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`: listening, timeouts, buffers, drain.
@@ -172,6 +173,15 @@ impl Default for DeliveryConfig {
 pub struct IngestConfig {
     /// `[ingest.jetstream]`: a JetStream stream, consumed by a durable shared by all nodes.
     pub jetstream: JetStreamConfig,
+}
+
+/// `[metrics]`: where `/metrics` is served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Own listener for `/metrics` (e.g. `127.0.0.1:9090`), so it need not be public; the
+    /// main listener then answers `/metrics` with 404. Unset: served on `server.listen`.
+    pub listen: Option<String>,
 }
 
 /// `[log]`.
