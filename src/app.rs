@@ -16,6 +16,7 @@ use crate::ingest::jetstream::Ingest;
 use crate::ingest::HubListener;
 use crate::node::Node;
 use crate::shutdown::Shutdown;
+use crate::tls::Tls;
 use crate::{http, metrics, server};
 
 /// The gateway could not start; the message says what to fix.
@@ -115,6 +116,11 @@ impl Gateway {
         ));
         tokio::spawn(chains.run(shutdown.stop_token()));
 
+        let tls = Tls::from_config(&settings.server.tls)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(shutdown.stop_token());
+        }
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -134,6 +140,7 @@ impl Gateway {
             listener,
             router,
             settings.server.clone(),
+            tls,
             shutdown.stop_token(),
         ));
         let ingest = Ingest::spawn(node.clone());

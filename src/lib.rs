@@ -16,7 +16,8 @@
 //! - [`ingest`]: validation of publications (HTTP API and the JetStream consumer), the
 //!   durable publish path and the history commit listener.
 //! - [`http`]: the axum router (WebSocket upgrade, publish, chains, health, metrics).
-//! - [`server`]: the accept loop with handshake and idle timeouts.
+//! - [`server`]: the accept loop with handshake and idle timeouts; [`tls`]: `wss://` and
+//!   certificate reloading.
 //! - [`node`]: the state one process shares; [`app`]: start and drain.
 //! - [`config`], [`metrics`], [`shutdown`], [`dev`] (the zero-configuration mode).
 pub mod app;
@@ -36,3 +37,4 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod tls;

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub read_buffer_bytes: usize,
     pub write_buffer_bytes: usize,
     pub max_connections: usize,
+    /// `[server.tls]`: serve `wss://` directly.
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             read_buffer_bytes: 1024,
             write_buffer_bytes: 4096,
             max_connections: 100_000,
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
