@@ -1,6 +1,7 @@
 //! Keys and tokens a hostile party could abuse, through the real binary: a JWKS fetched over
 //! plain http or without an audience refuses to start (saying what to change), and a token
-//! claiming a life longer than `auth.max_token_lifetime` is refused at the upgrade.
+//! claiming a life longer than `auth.max_token_lifetime` is refused at the upgrade, and a
+//! refused NATS URL is reported without its password.
 mod common;
 
 use std::io::Read;
@@ -144,4 +145,18 @@ async fn the_default_maximum_is_a_day() {
         (401, Some("token_invalid"))
     );
     gw.client_at(&gw.ws_url(&gw.token("w", 86_400))).await;
+}
+
+#[test]
+fn a_nats_password_is_not_printed_when_its_url_is_refused() {
+    let (code, err) = refuses_to_start(configured(&[
+        ("GATEWAY__AUTH__HS256_SECRET", &"x".repeat(40)),
+        (
+            "GATEWAY__INGEST__JETSTREAM__URL",
+            "nats://nats:4222, nats://ingest:hunter2-secret@bad host:4222",
+        ),
+    ]));
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}");
+    assert!(err.contains("ingest.jetstream.url"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
