@@ -16,6 +16,7 @@ use crate::ingest::jetstream::Ingest;
 use crate::ingest::HubListener;
 use crate::node::Node;
 use crate::shutdown::Shutdown;
+use crate::tls::Tls;
 use crate::{http, metrics, server};
 
 /// The gateway could not start; the message says what to fix.
@@ -36,12 +37,44 @@ pub enum StartError {
 pub struct Gateway {
     pub node: Arc<Node>,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `metrics.listen` gives it its own listener.
+    pub metrics_addr: Option<SocketAddr>,
     server: tokio::task::JoinHandle<()>,
     /// The JetStream consumer, when `ingest.jetstream.url` is set; stopped first on drain.
     ingest: Option<Ingest>,
     /// Chain health's clock; it writes the last signs of life once more when stopped,
     /// before the history closes.
     chains_task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `listen` and serves `/metrics` there until the node stops.
+async fn serve_metrics(
+    listen: &str,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: &Shutdown,
+) -> Result<SocketAddr, StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: format!("{listen} (metrics.listen)"),
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let router = http::metrics_router(handle).fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            "only /metrics is served here\n",
+        )
+    });
+    let stop = shutdown.stop_token();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "The metrics listener stopped.");
+        }
+    });
+    Ok(addr)
 }
 
 impl Gateway {
@@ -93,6 +126,11 @@ impl Gateway {
         ));
         let chains_task = tokio::spawn(chains.run(shutdown.stop_token()));
 
+        let tls = Tls::from_config(&settings.server.tls)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(shutdown.stop_token());
+        }
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -103,17 +141,23 @@ impl Gateway {
             addr: settings.server.listen.clone(),
             source,
         })?;
+        let metrics_addr = match &settings.metrics.listen {
+            Some(listen) => Some(serve_metrics(listen, handle.clone(), &shutdown).await?),
+            None => None,
+        };
         let router = http::router(node.clone(), handle);
         let server = tokio::spawn(server::serve(
             listener,
             router,
             settings.server.clone(),
+            tls,
             shutdown.stop_token(),
         ));
         let ingest = Ingest::spawn(node.clone());
         Ok(Gateway {
             node,
             addr,
+            metrics_addr,
             server,
             ingest,
             chains_task,

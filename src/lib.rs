@@ -19,7 +19,8 @@
 //!   durable publish path and the history commit listener.
 //! - [`http`]: the axum router (WebSocket upgrade and its admission limits, publish, chains,
 //!   health, metrics, the operator status page).
-//! - [`server`]: the accept loop with handshake and idle timeouts.
+//! - [`server`]: the accept loop with handshake and idle timeouts; [`tls`]: `wss://` and
+//!   certificate reloading.
 //! - [`node`]: the state one process shares; [`app`]: start and drain.
 //! - [`config`], [`metrics`], [`shutdown`], [`dev`] (the zero-configuration mode).
 pub mod app;
@@ -39,3 +40,4 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod tls;

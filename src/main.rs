@@ -103,7 +103,7 @@ fn main() -> Result<()> {
             runtime.block_on(activity_gateway::history::migrate(&loaded.settings.storage))?;
             println!(
                 "migrations applied to {}",
-                redact(&loaded.settings.storage.url)
+                activity_gateway::config::redact::url(&loaded.settings.storage.url)
             );
             Ok(())
         }
@@ -132,6 +132,9 @@ async fn serve(settings: Settings, dev_mode: bool) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     if let Some(s) = banner_settings {
         writeln!(stdout, "{}", dev::banner(&s, &addr.to_string()))?;
+    }
+    if let Some(metrics) = gateway.metrics_addr {
+        writeln!(stdout, "metrics listening on {metrics}")?;
     }
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
@@ -173,17 +176,6 @@ async fn tail(url: String, token: String, ack: bool, address: String) -> Result<
                 println!("{line}");
             }
         }
-    }
-}
-
-/// The storage URL without its password.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
     }
 }
 

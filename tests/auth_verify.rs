@@ -19,6 +19,8 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 const HS_SECRET: &str = "test-secret-test-secret-test-secret!";
+/// The audience every JWKS configuration requires.
+const AUDIENCE: &str = "activity-gateway";
 
 // === Fixtures and helpers ===
 
@@ -48,7 +50,7 @@ fn hs_signer(secret: &[u8]) -> EncodingKey {
 
 /// Claims of a token valid for the next 10 minutes.
 fn good_claims() -> Value {
-    json!({ "sub": "0xabc", "iat": now(), "exp": now() + 600 })
+    json!({ "sub": "0xabc", "iat": now(), "exp": now() + 600, "aud": AUDIENCE })
 }
 
 fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
@@ -406,6 +408,10 @@ impl JwksServer {
         };
         let app = Router::new()
             .route("/.well-known/jwks.json", get(serve_jwks))
+            .route(
+                "/moved",
+                get(|| async { (StatusCode::FOUND, [("location", "/.well-known/jwks.json")]) }),
+            )
             .with_state(server.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         server
@@ -424,6 +430,7 @@ impl JwksServer {
             jwks_url: Some(self.url.clone()),
             jwks_cache_ttl: Duration::from_secs(60),
             jwks_min_refresh_interval: min_refresh,
+            audience: Some(AUDIENCE.into()),
             ..AuthConfig::default()
         }
     }
@@ -577,10 +584,40 @@ async fn unreachable_jwks_is_jwks_unavailable() {
     drop(closed);
     let verifier = Verifier::new(&AuthConfig {
         jwks_url: Some(url),
+        audience: Some(AUDIENCE.into()),
         ..AuthConfig::default()
     })
     .unwrap();
     assert_refused(&verifier, &token_a(), "token_invalid", "jwks_unavailable").await;
+}
+
+#[tokio::test]
+async fn a_jwks_redirect_is_not_followed() {
+    let server = JwksServer::start(jwks(vec![key_a()])).await;
+    let verifier = Verifier::new(&AuthConfig {
+        jwks_url: Some(server.url.replace("/.well-known/jwks.json", "/moved")),
+        ..server.config(Duration::from_millis(300))
+    })
+    .unwrap();
+    assert_refused(&verifier, &token_a(), "token_invalid", "jwks_unavailable").await;
+    assert_eq!(server.hits(), 0, "the redirect's target was fetched");
+}
+
+#[tokio::test]
+async fn a_jwks_token_living_longer_than_the_maximum_is_refused() {
+    let server = JwksServer::start(jwks(vec![key_a()])).await;
+    let verifier = Verifier::new(&AuthConfig {
+        max_token_lifetime: Duration::from_secs(3600),
+        ..server.config(Duration::from_millis(300))
+    })
+    .unwrap();
+    let claims = json!({ "sub": "0xabc", "iat": now() - 60, "exp": now() + 3590, "aud": AUDIENCE });
+    let token = sign(Algorithm::RS256, &rsa_signer(), Some("A"), &claims);
+    assert_refused(&verifier, &token, "token_invalid", "lifetime_too_long").await;
+    let claims = json!({ "sub": "0xabc", "exp": now() + 3700, "aud": AUDIENCE });
+    let token = sign(Algorithm::RS256, &rsa_signer(), Some("A"), &claims);
+    assert_refused(&verifier, &token, "token_invalid", "lifetime_too_long").await;
+    assert!(verifier.verify(&token_a()).await.is_ok());
 }
 
 #[tokio::test]

@@ -1043,6 +1043,7 @@ fn kubernetes_manifests_fit_together() {
         "HorizontalPodAutoscaler",
         "ServiceMonitor",
         "PrometheusRule",
+        "Ingress",
     ] {
         k.get(kind);
     }
@@ -1171,6 +1172,42 @@ fn kubernetes_manifests_fit_together() {
     ));
     assert_eq!(sm["spec"]["endpoints"][0]["port"], svc_port["name"]);
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    // The Ingress terminates TLS for its host and routes only /v1 to the Service's port, with
+    // proxy timeouts longer than the ping interval.
+    let ing = k.get("Ingress");
+    assert_eq!(ing["apiVersion"], "networking.k8s.io/v1");
+    let tls = &ing["spec"]["tls"][0];
+    assert!(
+        !s(&tls["secretName"]).is_empty(),
+        "the Ingress names its TLS Secret"
+    );
+    let rule = &ing["spec"]["rules"][0];
+    assert!(
+        tls["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == &rule["host"]),
+        "the TLS hosts cover the rule's host"
+    );
+    let paths = rule["http"]["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 1, "only /v1 is public");
+    assert_eq!(paths[0]["path"], "/v1");
+    assert_eq!(paths[0]["pathType"], "Prefix");
+    let backend = &paths[0]["backend"]["service"];
+    assert_eq!(backend["name"], k.name("Service"));
+    assert_eq!(backend["port"]["name"], svc_port["name"]);
+    let annotations = &ing["metadata"]["annotations"];
+    for timeout in ["proxy-read-timeout", "proxy-send-timeout"] {
+        let secs: u64 = s(&annotations[format!("nginx.ingress.kubernetes.io/{timeout}")])
+            .parse()
+            .unwrap();
+        assert!(
+            secs > 30,
+            "{timeout} {secs}s is not above server.ping_interval"
+        );
+    }
+
     let secret = k.get("Secret");
     for (key, v) in secret["stringData"].as_object().unwrap() {
         assert!(key.starts_with("GATEWAY__"), "{key}");

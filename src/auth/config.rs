@@ -17,6 +17,8 @@ const DEFAULT_JWKS_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
 /// Sessions one subject may hold: a wallet's few devices and tabs, with room to reconnect.
 const DEFAULT_MAX_CONNECTIONS_PER_SUBJECT: usize = 16;
+/// Longest token life accepted: a stolen token is useful for at most this long.
+const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 // === AuthConfig ===
 
@@ -35,8 +37,9 @@ pub struct AuthConfig {
     pub rsa_public_key_pem: Option<String>,
     /// PEM text of a P-256 public key (`BEGIN PUBLIC KEY`). Enables ES256.
     pub ec_public_key_pem: Option<String>,
-    /// `http(s)` URL of a JWKS holding RS256 / ES256 keys, each with a `kid`. Enables RS256
-    /// and ES256 for tokens that carry a `kid`.
+    /// `https` URL of a JWKS holding RS256 / ES256 keys, each with a `kid`. Enables RS256
+    /// and ES256 for tokens that carry a `kid`. `http` only for a loopback host; redirects
+    /// are not followed. Requires `audience`.
     pub jwks_url: Option<String>,
     /// How long a fetched JWKS is used before it is fetched again. Default `10m`.
     #[serde(with = "humantime_serde")]
@@ -50,6 +53,7 @@ pub struct AuthConfig {
     /// When set, tokens must carry exactly this `iss`.
     pub issuer: Option<String>,
     /// When set, tokens must carry this value in `aud`. When unset, `aud` is not checked.
+    /// Required with `jwks_url`: an issuer's key set usually signs tokens for many services.
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`, whole seconds (sub-second parts are
     /// dropped). Default `5s`: a token minted with `nbf = now` by an issuer whose clock is a
@@ -60,6 +64,10 @@ pub struct AuthConfig {
     /// WebSocket sessions one token subject (`sub`) may hold at once; past it, 429
     /// `too_many_connections`. Default 16.
     pub max_connections_per_subject: usize,
+    /// Longest life a token may claim: one whose `exp - iat` or `exp - now` is longer is
+    /// refused (`token_invalid`). Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
 }
 
 impl AuthConfig {
@@ -92,6 +100,7 @@ impl Default for AuthConfig {
             audience: None,
             leeway: DEFAULT_LEEWAY,
             max_connections_per_subject: DEFAULT_MAX_CONNECTIONS_PER_SUBJECT,
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
     }
 }
@@ -101,11 +110,17 @@ impl fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field(
                 "hs256_secret",
-                &self.hs256_secret.as_ref().map(|_| "<redacted>"),
+                &self
+                    .hs256_secret
+                    .as_ref()
+                    .map(|_| crate::config::redact::Redacted),
             )
             .field("rsa_public_key_pem", &self.rsa_public_key_pem.is_some())
             .field("ec_public_key_pem", &self.ec_public_key_pem.is_some())
-            .field("jwks_url", &self.jwks_url)
+            .field(
+                "jwks_url",
+                &self.jwks_url.as_deref().map(crate::config::redact::url),
+            )
             .field("jwks_cache_ttl", &self.jwks_cache_ttl)
             .field("jwks_min_refresh_interval", &self.jwks_min_refresh_interval)
             .field("issuer", &self.issuer)
@@ -115,6 +130,7 @@ impl fmt::Debug for AuthConfig {
                 "max_connections_per_subject",
                 &self.max_connections_per_subject,
             )
+            .field("max_token_lifetime", &self.max_token_lifetime)
             .finish()
     }
 }
@@ -134,6 +150,7 @@ mod tests {
         assert_eq!(cfg.jwks_cache_ttl, Duration::from_secs(600));
         assert_eq!(cfg.jwks_min_refresh_interval, Duration::from_secs(30));
         assert_eq!(cfg.leeway, Duration::from_secs(5));
+        assert_eq!(cfg.max_token_lifetime, Duration::from_secs(86_400));
         assert_eq!(cfg.issuer.as_deref(), Some("me"));
         assert!(!cfg.has_any_key());
     }
@@ -166,6 +183,6 @@ mod tests {
         };
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("<redacted>"));
+        assert!(shown.contains("[redacted]"));
     }
 }

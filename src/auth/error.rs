@@ -26,6 +26,10 @@ pub enum AuthError {
     /// `exp` is in the past (beyond the leeway).
     #[error("token has expired")]
     Expired,
+    /// The token claims a longer life than `auth.max_token_lifetime`: `exp - iat` or
+    /// `exp - now` is above it.
+    #[error("token lifetime is longer than auth.max_token_lifetime")]
+    LifetimeTooLong,
     /// `nbf` is in the future (beyond the leeway).
     #[error("token is not valid yet")]
     NotYetValid,
@@ -73,7 +77,8 @@ impl AuthError {
             | Self::WrongAudience
             | Self::UnknownKid
             | Self::JwksUnavailable
-            | Self::MissingClaim => "token_invalid",
+            | Self::MissingClaim
+            | Self::LifetimeTooLong => "token_invalid",
         }
     }
 
@@ -92,6 +97,7 @@ impl AuthError {
             Self::UnknownKid => "unknown_kid",
             Self::JwksUnavailable => "jwks_unavailable",
             Self::MissingClaim => "missing_claim",
+            Self::LifetimeTooLong => "lifetime_too_long",
         }
     }
 
@@ -114,6 +120,9 @@ impl AuthError {
             }
             Self::MissingClaim => {
                 "The access token lacks a required claim. Obtain a new token and connect again."
+            }
+            Self::LifetimeTooLong => {
+                "The access token lives longer than this gateway accepts. Obtain a shorter-lived token and connect again."
             }
             Self::JwksUnavailable => {
                 "The access token cannot be verified right now. Retry in a moment."
@@ -174,8 +183,18 @@ pub enum AuthSetupError {
         source: jsonwebtoken::errors::Error,
     },
     /// `auth.jwks_url` is not an absolute `http`/`https` URL.
-    #[error("auth.jwks_url is not an absolute http(s) URL")]
+    #[error("auth.jwks_url is not an absolute https URL (e.g. https://issuer.example/.well-known/jwks.json)")]
     InvalidJwksUrl,
+    /// `auth.jwks_url` is plain `http` to a host that is not loopback: anyone on the path
+    /// could swap the keys.
+    #[error("auth.jwks_url must use https; plain http is accepted only for a loopback host (127.0.0.1, ::1, localhost)")]
+    InsecureJwksUrl,
+    /// `auth.jwks_url` is set without `auth.audience`.
+    #[error("auth.audience is required with auth.jwks_url: set it to the `aud` your issuer puts in this gateway's client tokens")]
+    JwksWithoutAudience,
+    /// `auth.max_token_lifetime` is zero, which would refuse every token.
+    #[error("auth.max_token_lifetime must be greater than 0 (default 24h)")]
+    ZeroTokenLifetime,
     /// The HTTP client for JWKS fetches could not be built.
     #[error("cannot build the JWKS HTTP client")]
     HttpClient(#[source] reqwest::Error),

@@ -7,11 +7,13 @@
 //!    never be checked against an RSA/EC public key used as an HMAC secret (the classic
 //!    algorithm-confusion forgery);
 //! 3. the signature is checked before any claim is looked at;
-//! 4. then `exp`, `nbf`, `sub` and the configured `iss` / `aud`.
+//! 4. then `exp`, `nbf`, `sub` and the configured `iss` / `aud`;
+//! 5. last the token's claimed life (`exp - iat`, `exp - now`) against
+//!    `auth.max_token_lifetime`.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
@@ -66,6 +68,8 @@ struct Inner {
     hs256_validation: Validation,
     rs256_validation: Validation,
     es256_validation: Validation,
+    /// Longest `exp - iat` and `exp - now` accepted, in seconds.
+    max_lifetime_secs: u64,
 }
 
 impl Verifier {
@@ -80,6 +84,9 @@ impl Verifier {
         }
         if cfg.leeway > MAX_LEEWAY {
             return Err(AuthSetupError::LeewayTooLarge);
+        }
+        if cfg.max_token_lifetime.is_zero() {
+            return Err(AuthSetupError::ZeroTokenLifetime);
         }
         let hs256 = non_empty(&cfg.hs256_secret).map(|secret| {
             if secret.len() < MIN_HS256_SECRET_LEN {
@@ -98,12 +105,14 @@ impl Verifier {
             .transpose()?;
         let jwks = non_empty(&cfg.jwks_url)
             .map(|url| {
-                let parsed = Url::parse(url).map_err(|_| AuthSetupError::InvalidJwksUrl)?;
-                if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
-                    return Err(AuthSetupError::InvalidJwksUrl);
+                check_jwks_url(url)?;
+                if non_empty(&cfg.audience).is_none() {
+                    return Err(AuthSetupError::JwksWithoutAudience);
                 }
+                // A redirect could lead the fetch to plain http or to another host's keys.
                 let client = reqwest::Client::builder()
                     .timeout(JWKS_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(AuthSetupError::HttpClient)?;
                 Ok(Jwks::new(
@@ -123,6 +132,7 @@ impl Verifier {
                 hs256_validation: validation(Alg::Hs256, cfg),
                 rs256_validation: validation(Alg::Rs256, cfg),
                 es256_validation: validation(Alg::Es256, cfg),
+                max_lifetime_secs: cfg.max_token_lifetime.as_secs().max(1),
             }),
         })
     }
@@ -180,7 +190,9 @@ impl Inner {
         let data =
             jsonwebtoken::decode::<Map<String, Value>>(token, key, self.validation(header.alg))
                 .map_err(|err| AuthError::from_jwt(&err))?;
-        claims(&data.claims)
+        let claims = claims(&data.claims)?;
+        check_lifetime(&data.claims, claims.exp, unix_now(), self.max_lifetime_secs)?;
+        Ok(claims)
     }
 
     fn static_key(&self, alg: Alg) -> Option<&DecodingKey> {
@@ -197,6 +209,55 @@ impl Inner {
             Alg::Rs256 => &self.rs256_validation,
             Alg::Es256 => &self.es256_validation,
         }
+    }
+}
+
+/// Refuses a JWKS URL that is not absolute `https`, or plain `http` to a host other than
+/// loopback (a JWKS served next to the gateway, in tests or a sidecar).
+fn check_jwks_url(url: &str) -> Result<(), AuthSetupError> {
+    let parsed = Url::parse(url).map_err(|_| AuthSetupError::InvalidJwksUrl)?;
+    match (parsed.scheme(), parsed.host()) {
+        ("https", Some(_)) => Ok(()),
+        ("http", Some(host)) if is_loopback(&host) => Ok(()),
+        ("http", Some(_)) => Err(AuthSetupError::InsecureJwksUrl),
+        _ => Err(AuthSetupError::InvalidJwksUrl),
+    }
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Refuses a token that claims to live longer than `max_secs`, counted from its `iat` (when
+/// it has one) and from `now`. A valid signature does not make a month-long token safe: it
+/// stays usable that long once stolen.
+fn check_lifetime(
+    payload: &Map<String, Value>,
+    exp: u64,
+    now: u64,
+    max_secs: u64,
+) -> Result<(), AuthError> {
+    if exp.saturating_sub(now) > max_secs {
+        return Err(AuthError::LifetimeTooLong);
+    }
+    let iat = payload.get("iat").and_then(|iat| {
+        iat.as_u64()
+            .or_else(|| iat.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    });
+    match iat {
+        Some(iat) if exp.saturating_sub(iat) > max_secs => Err(AuthError::LifetimeTooLong),
+        _ => Ok(()),
     }
 }
 
@@ -316,20 +377,64 @@ mod tests {
 
     #[test]
     fn new_refuses_bad_jwks_urls() {
+        let jwks = |url: &str| AuthConfig {
+            jwks_url: Some(url.into()),
+            audience: Some("gateway".into()),
+            ..AuthConfig::default()
+        };
         for url in [
             "not a url",
             "ftp://issuer.example/jwks",
             "file:///etc/jwks.json",
         ] {
-            let cfg = AuthConfig {
-                jwks_url: Some(url.into()),
-                ..AuthConfig::default()
-            };
             assert!(
-                matches!(Verifier::new(&cfg), Err(AuthSetupError::InvalidJwksUrl)),
+                matches!(
+                    Verifier::new(&jwks(url)),
+                    Err(AuthSetupError::InvalidJwksUrl)
+                ),
                 "{url}"
             );
         }
+        for url in ["http://issuer.example/jwks", "http://10.0.0.1/jwks"] {
+            assert!(
+                matches!(
+                    Verifier::new(&jwks(url)),
+                    Err(AuthSetupError::InsecureJwksUrl)
+                ),
+                "{url}"
+            );
+        }
+        for url in [
+            "https://issuer.example/jwks",
+            "http://127.0.0.1:9000/jwks",
+            "http://[::1]/jwks",
+            "http://localhost/jwks",
+        ] {
+            assert!(Verifier::new(&jwks(url)).is_ok(), "{url}");
+        }
+        let no_audience = AuthConfig {
+            audience: None,
+            ..jwks("https://issuer.example/jwks")
+        };
+        assert!(matches!(
+            Verifier::new(&no_audience),
+            Err(AuthSetupError::JwksWithoutAudience)
+        ));
+    }
+
+    #[test]
+    fn lifetime_counts_from_iat_and_from_now() {
+        let payload = |json: &str| serde_json::from_str::<Map<String, Value>>(json).unwrap();
+        let day = 86_400;
+        let now = 1_700_000_000;
+        let ok = |json: &str, exp| check_lifetime(&payload(json), exp, now, day);
+        assert_eq!(ok(r#"{}"#, now + day), Ok(()));
+        assert_eq!(ok(r#"{}"#, now + day + 1), Err(AuthError::LifetimeTooLong));
+        let iat = format!(r#"{{"iat":{}}}"#, now - 10);
+        assert_eq!(ok(&iat, now + day - 10), Ok(()));
+        assert_eq!(ok(&iat, now + day - 9), Err(AuthError::LifetimeTooLong));
+        // An expired token's life is the `exp` check's business, not this one's.
+        assert_eq!(ok(r#"{"iat":5}"#, 10), Ok(()));
     }
 
     #[test]

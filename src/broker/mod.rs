@@ -28,8 +28,8 @@ use crate::chains::Mode;
 use crate::hub::{Hub, Publication};
 use crate::protocol::caip::ChainId;
 
-/// `[broker]` configuration.
-#[derive(Debug, Clone, Deserialize)]
+/// `[broker]` configuration. `Debug` redacts the URL's credentials.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// `nats://host:4222` for a cluster; unset: in-process (one node).
@@ -44,6 +44,15 @@ impl Default for BrokerConfig {
             url: None,
             subject_prefix: "activity-gateway".into(),
         }
+    }
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &self.url.as_deref().map(crate::config::redact::url))
+            .field("subject_prefix", &self.subject_prefix)
+            .finish()
     }
 }
 

@@ -36,6 +36,7 @@ const ALIVE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to NATS at {url}: {message}")]
 pub struct ConnectError {
+    /// The server address, its credentials redacted.
     pub url: String,
     pub message: String,
 }
@@ -94,7 +95,7 @@ impl NatsBroker {
             .connect(url)
             .await
             .map_err(|e| ConnectError {
-                url: url.to_owned(),
+                url: crate::config::redact::url(url),
                 message: e.to_string(),
             })?;
         let (outbound, outbound_rx) = mpsc::unbounded_channel();

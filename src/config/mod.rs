@@ -3,6 +3,7 @@
 //!
 //! Durations are humantime strings (`500ms`, `10s`, `24h`) in files and env vars alike;
 //! lists in env vars are comma-separated. Every key is documented in docs/configuration.md.
+pub mod redact;
 pub mod serde_helpers;
 
 use std::path::Path;
@@ -35,6 +36,7 @@ pub struct Settings {
     pub ingest: IngestConfig,
     pub log: LogConfig,
     pub status: StatusConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`: listening, timeouts, buffers, drain.
@@ -70,6 +72,8 @@ pub struct ServerConfig {
     /// `Origin` values an upgrade may carry; empty: any. Requests without `Origin` pass.
     #[serde(deserialize_with = "string_list")]
     pub allowed_origins: Vec<String>,
+    /// `[server.tls]`: serve `wss://` directly.
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: 1000,
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -129,8 +134,8 @@ impl Default for LimitsConfig {
     }
 }
 
-/// `[publish]`: the publish API.
-#[derive(Debug, Clone, Deserialize)]
+/// `[publish]`: the publish API. `Debug` redacts the keys.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PublishConfig {
     #[serde(deserialize_with = "string_list")]
@@ -153,12 +158,30 @@ impl Default for PublishConfig {
     }
 }
 
-/// `[admin]`: the admin API.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[admin]`: the admin API. `Debug` redacts the keys.
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(deserialize_with = "string_list")]
     pub api_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishConfig")
+            .field("api_keys", &redact::Keys(&self.api_keys))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("api_keys", &redact::Keys(&self.api_keys))
+            .finish()
+    }
 }
 
 /// `[delivery]`: acknowledged delivery (ack mode only).
@@ -190,6 +213,15 @@ impl Default for DeliveryConfig {
 pub struct IngestConfig {
     /// `[ingest.jetstream]`: a JetStream stream, consumed by a durable shared by all nodes.
     pub jetstream: JetStreamConfig,
+}
+
+/// `[metrics]`: where `/metrics` is served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Own listener for `/metrics` (e.g. `127.0.0.1:9090`), so it need not be public; the
+    /// main listener then answers `/metrics` with 404. Unset: served on `server.listen`.
+    pub listen: Option<String>,
 }
 
 /// `[log]`.
@@ -320,5 +352,41 @@ impl Settings {
             .validate()
             .map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut settings = Settings::default();
+        settings.auth.hs256_secret = Some("hs-secret-0123456789".into());
+        settings.auth.jwks_url = Some("https://jwks-user:jwks-pass@issuer.example/jwks".into());
+        settings.publish.api_keys = vec!["publisher-key-1".into(), "publisher-key-2".into()];
+        settings.admin.api_keys = vec!["admin-key-1".into()];
+        settings.storage.url = "postgres://gw:db-pass@db:5432/gw".into();
+        settings.broker.url = Some("nats://broker-user:broker-pass@nats:4222".into());
+        settings.ingest.jetstream.url = Some("nats://js-token@n1:4222,nats://u:js-pass@n2".into());
+        let shown = format!("{settings:?}");
+        for secret in [
+            "hs-secret",
+            "jwks-pass",
+            "publisher-key",
+            "admin-key",
+            "db-pass",
+            "broker-pass",
+            "js-token",
+            "js-pass",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // What is not secret stays readable.
+        assert!(
+            shown.contains("postgres://gw:[redacted]@db:5432/gw"),
+            "{shown}"
+        );
+        assert!(shown.contains("max_batch: 1000"), "{shown}");
     }
 }

@@ -7,8 +7,8 @@ use serde::Deserialize;
 /// Where the history lives.
 ///
 /// `sqlite://path` (the default, embedded, created on first start) or `postgres://...`
-/// (shared by several gateway nodes).
-#[derive(Debug, Clone, Deserialize)]
+/// (shared by several gateway nodes). `Debug` redacts the URL's password.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// Database URL; may carry a password, so it is never logged as is.
@@ -51,6 +51,16 @@ impl Default for StorageConfig {
             sqlite_cache_mib: 16,
             sqlite_min_free_mib: 64,
         }
+    }
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("url", &crate::config::redact::url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("sqlite_cache_mib", &self.sqlite_cache_mib)
+            .finish()
     }
 }
 

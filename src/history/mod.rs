@@ -119,7 +119,7 @@ impl History {
         cfg.validate()?;
         let store = Store::connect(storage).await?;
         store.migrate().await?;
-        info!(url = %store::redact_url(&storage.url), "History store opened.");
+        info!(url = %crate::config::redact::url(&storage.url), "History store opened.");
 
         let health = Health::new();
         let shutdown = CancellationToken::new();

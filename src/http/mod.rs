@@ -23,7 +23,8 @@ use serde_json::json;
 
 use crate::node::Node;
 
-/// Builds the router for `node`.
+/// Builds the router for `node`; `/metrics` is on it unless `metrics.listen` gives it a
+/// listener of its own ([`metrics_router`]).
 pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
     let routes = Router::new()
         .route("/v1", get(ws::upgrade))
@@ -33,14 +34,23 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
         .route("/v1/chains/{chain}/heartbeat", post(chains::heartbeat))
         .route("/v1/chains/{chain}/status", put(chains::set_status))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", {
-            let metrics = metrics.clone();
-            get(move || std::future::ready(metrics.render()))
-        });
+        .route("/readyz", get(readyz));
+    let routes = if node.settings.metrics.listen.is_some() {
+        routes
+    } else {
+        routes.merge(metrics_router(metrics.clone()))
+    };
     status::routes(routes, &node, metrics)
         .fallback(error::not_found)
         .with_state(node)
+}
+
+/// `/metrics` alone, for the listener of `metrics.listen`.
+pub fn metrics_router<S: Clone + Send + Sync + 'static>(metrics: PrometheusHandle) -> Router<S> {
+    Router::new().route(
+        "/metrics",
+        get(move || std::future::ready(metrics.render())),
+    )
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {

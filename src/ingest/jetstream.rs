@@ -56,8 +56,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 // === JetStreamConfig ===
 
 /// `[ingest.jetstream]`: consume account activity from a JetStream stream. Disabled unless
-/// `url` is set.
-#[derive(Debug, Clone, Deserialize)]
+/// `url` is set. `Debug` redacts the URL's credentials.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JetStreamConfig {
     /// `nats://host:4222` (several servers comma-separated); unset: no JetStream ingest.
@@ -95,6 +95,21 @@ impl Default for JetStreamConfig {
     }
 }
 
+impl std::fmt::Debug for JetStreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamConfig")
+            .field("url", &self.url.as_deref().map(crate::config::redact::url))
+            .field("stream", &self.stream)
+            .field("subjects", &self.subjects)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("durable", &self.durable)
+            .field("batch", &self.batch)
+            .field("ack_wait", &self.ack_wait)
+            .field("create_stream", &self.create_stream)
+            .finish()
+    }
+}
+
 impl JetStreamConfig {
     /// Refuses settings the consumer could not run with; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
@@ -106,7 +121,10 @@ impl JetStreamConfig {
                 .trim()
                 .parse::<async_nats::ServerAddr>()
                 .map_err(|e| {
-                    format!("ingest.jetstream.url: {server:?} is not a NATS server address ({e})")
+                    format!(
+                        "ingest.jetstream.url: {:?} is not a NATS server address ({e})",
+                        crate::config::redact::url(server.trim())
+                    )
                 })?;
         }
         let name_ok = |s: &str| {

@@ -100,7 +100,7 @@ impl Store {
             Err(HistoryError::Config(format!(
                 "storage.url {} names no supported database; use sqlite://path or \
                  postgres://user@host/database",
-                redact_url(&cfg.url)
+                crate::config::redact::url(&cfg.url)
             )))
         }
     }
@@ -390,19 +390,6 @@ pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// The URL with its password replaced, fit for logs and error messages.
-pub(crate) fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            // set_password fails only for URLs that cannot have one, which this one has.
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "<unparsable url>".to_owned(),
-    }
-}
-
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -414,15 +401,6 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        let r = redact_url("postgres://gw:s3cret@db:5432/gw");
-        assert!(!r.contains("s3cret"), "{r}");
-        assert!(r.contains("gw:***@db"), "{r}");
-        assert_eq!(redact_url("postgres://db/gw"), "postgres://db/gw");
-        assert_eq!(redact_url("::"), "<unparsable url>");
-    }
 
     #[test]
     fn recognises_postgres_urls() {
