@@ -217,9 +217,11 @@ async fn after_a_nats_cut_up_follows_the_catch_up() {
         .await;
     }
     b.heartbeat(CHAIN).await;
-    wait_until(Duration::from_secs(5), "B's heartbeat heard on A", || async {
-        view(&a).await["status"] == "up"
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "B's heartbeat heard on A",
+        || async { view(&a).await["status"] == "up" },
+    )
     .await;
     let mut w = Wallet::connect(&a, &aa(CHAIN, ADDR_A)).await;
     assert_eq!(
