@@ -415,3 +415,66 @@ async fn an_unreachable_broker_during_a_64_channel_subscribe_does_not_freeze_the
     assert_eq!(c.next_push().await["data"], json!({"n": 1}));
     good_wallet_gets(&gw, &mut good, &good_sub, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_broker_during_a_64_channel_subscribe_fails_the_channels_in_time() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let nats = common::proxy::Proxy::start("127.0.0.1:4222".parse().unwrap()).await;
+    let nats_url = format!("nats://{}", nats.addr);
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let gw = TestGateway::start(&[
+        ("GATEWAY__BROKER__URL", &nats_url),
+        ("GATEWAY__BROKER__SUBJECT_PREFIX", &prefix),
+        ("GATEWAY__LIMITS__SUBSCRIBE_TIMEOUT", "2s"),
+    ])
+    .await;
+    wait_until(Duration::from_secs(10), "node ready", || async {
+        gw.get("/readyz").await.0 == 200
+    })
+    .await;
+    let mut c = gw.client().await;
+    // The connection to NATS stays open but nothing passes: the server never sees the
+    // subscriptions, so their interest must not count as placed.
+    nats.stall();
+    let channels: Vec<String> = (0..64).map(|n| aa("eip155:0", &addr(n))).collect();
+    let started = std::time::Instant::now();
+    c.send(json!({"event": "subscribe", "data": {"requestId": "s", "channels": channels}}))
+        .await;
+    for n in 0..3u8 {
+        c.ws.send(Message::Ping(vec![n].into())).await.unwrap();
+        let pong = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match c.ws.next().await {
+                    Some(Ok(Message::Pong(p))) => break p,
+                    Some(Ok(Message::Text(t))) => panic!("before the pong: {t}"),
+                    Some(Ok(_)) => continue,
+                    other => panic!("connection ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a pong within 500 ms while the broker is stalled");
+        assert_eq!(&pong[..], &[n]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = c.reply_to("s").await;
+    let elapsed = started.elapsed();
+    // Within the limit (2 s), plus generous slack for a loaded machine.
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+    assert_eq!(r["data"]["succeeded"], json!([]), "{r}");
+    assert_eq!(r["data"]["failed"].as_array().unwrap().len(), 64);
+    assert_eq!(r["data"]["errors"][&channels[0]]["code"], "broker_timeout");
+    nats.resume();
+    // Once the broker answers again, the same subscribe succeeds and delivers.
+    let r = c.subscribe_as("s2", &[&channels[0]]).await;
+    assert_eq!(r["data"]["succeeded"], json!([channels[0]]), "{r}");
+    let (s, _) = gw
+        .publish(json!({"channel": aa("eip155:1", &addr(0)), "data": {"n": 1}}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(c.next_push().await["data"], json!({"n": 1}));
+}

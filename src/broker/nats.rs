@@ -31,6 +31,8 @@ const GAP_GRACE: Duration = Duration::from_millis(150);
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
 /// A node announces a chain's sign of life at most this often.
 const ALIVE_EVERY: Duration = Duration::from_secs(1);
+/// How long one round trip to the server may take before it is tried again.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Error connecting to NATS.
 #[derive(Debug, thiserror::Error)]
@@ -404,6 +406,22 @@ async fn chain_events(broker: Arc<NatsBroker>) {
     }
 }
 
+/// Waits until the server has handled everything this connection sent so far. A request on a
+/// fresh inbox subject, which nobody serves, comes back from the server itself as "no
+/// responders"; the server handles one connection's commands in order. Retried while the
+/// server does not answer in time.
+async fn round_trip(client: &async_nats::Client) {
+    use async_nats::RequestErrorKind;
+    loop {
+        let request = async_nats::Request::new().timeout(Some(ROUND_TRIP_TIMEOUT));
+        match client.send_request(client.new_inbox(), request).await {
+            Err(e) if e.kind() == RequestErrorKind::TimedOut => continue,
+            // `NoResponders` is the answer; any other error is a closed client.
+            _ => return,
+        }
+    }
+}
+
 /// Listens to one key: orders account streams by offset, fills gaps and catches up after a
 /// reconnect from the history, and hands publications to the local hub.
 async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>) {
@@ -414,9 +432,11 @@ async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
-    // The server has the subscription once the flush returns: nothing published after the
-    // caller's registration can be missed.
-    let _ = broker.client.flush().await;
+    // The server has the subscription once a round trip made after it returns: nothing
+    // published after the caller's registration can be missed. Until then the interest is
+    // not ready, so a stalled server makes the subscribe fail in time rather than succeed
+    // on an interest the server never saw.
+    round_trip(&broker.client).await;
     let history = broker.history.get().cloned();
     let mut orderer: Option<Orderer<Arc<Publication>>> = None;
     if let (Some(h), true) = (

@@ -1,5 +1,6 @@
-//! A TCP proxy on loopback that a test can cut: every open connection is dropped at once,
-//! new ones are refused while it is down.
+//! A TCP proxy on loopback that a test can cut (every open connection is dropped at once,
+//! new ones are refused while it is down) or stall (connections stay open, nothing passes
+//! either way until it resumes).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ pub struct Proxy {
     target: Arc<parking_lot::Mutex<SocketAddr>>,
     cut: watch::Sender<u64>,
     down: Arc<AtomicBool>,
+    stalled: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -23,7 +25,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (cut, _) = watch::channel(0u64);
         let down = Arc::new(AtomicBool::new(false));
-        let (cut2, down2) = (cut.clone(), down.clone());
+        let (stalled, _) = watch::channel(false);
+        let (cut2, down2, stalled2) = (cut.clone(), down.clone(), stalled.clone());
         let target = Arc::new(parking_lot::Mutex::new(target));
         let target2 = target.clone();
         let task = tokio::spawn(async move {
@@ -32,6 +35,7 @@ impl Proxy {
                     continue;
                 }
                 let mut rx = cut2.subscribe();
+                let (stall_in, stall_out) = (stalled2.subscribe(), stalled2.subscribe());
                 let target = *target2.lock();
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
@@ -40,8 +44,8 @@ impl Proxy {
                     let (mut ri, mut wi) = inbound.into_split();
                     let (mut ro, mut wo) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy(&mut ri, &mut wo) => {}
-                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                        _ = forward(&mut ri, &mut wo, stall_in) => {}
+                        _ = forward(&mut ro, &mut wi, stall_out) => {}
                         _ = rx.changed() => {}
                     }
                 });
@@ -52,6 +56,7 @@ impl Proxy {
             target,
             cut,
             down,
+            stalled,
             task,
         }
     }
@@ -74,6 +79,37 @@ impl Proxy {
 
     pub fn up(&self) {
         self.down.store(false, Ordering::Release);
+    }
+
+    /// Holds every byte in both directions, connections open, until `resume`.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding what it read while `stalled` is true.
+async fn forward<R, W>(from: &mut R, to: &mut W, mut stalled: watch::Receiver<bool>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
