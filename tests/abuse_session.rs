@@ -339,8 +339,6 @@ async fn what_one_connection_may_have_in_replay_is_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_during_a_64_channel_subscribe_does_not_freeze_the_session() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let nats = common::proxy::Proxy::start("127.0.0.1:4222".parse().unwrap()).await;
     let nats_url = format!("nats://{}", nats.addr);
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
@@ -371,23 +369,7 @@ async fn an_unreachable_broker_during_a_64_channel_subscribe_does_not_freeze_the
     // the subscribe wait for it, in order.
     c.send(json!({"event": "unsubscribe", "data": {"requestId": "u", "subscription": "x"}}))
         .await;
-    for n in 0..3u8 {
-        c.ws.send(Message::Ping(vec![n].into())).await.unwrap();
-        let pong = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                match c.ws.next().await {
-                    Some(Ok(Message::Pong(p))) => break p,
-                    Some(Ok(Message::Text(t))) => panic!("before the pong: {t}"),
-                    Some(Ok(_)) => continue,
-                    other => panic!("connection ended: {other:?}"),
-                }
-            }
-        })
-        .await
-        .expect("a pong within 500 ms while the broker is stalled");
-        assert_eq!(&pong[..], &[n]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    pongs_while_the_subscribe_waits(&mut c).await;
     let r = c.reply_to("s").await;
     let elapsed = started.elapsed();
     // Within the limit (2 s), plus generous slack for a loaded machine.
@@ -418,8 +400,6 @@ async fn an_unreachable_broker_during_a_64_channel_subscribe_does_not_freeze_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_broker_during_a_64_channel_subscribe_fails_the_channels_in_time() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let nats = common::proxy::Proxy::start("127.0.0.1:4222".parse().unwrap()).await;
     let nats_url = format!("nats://{}", nats.addr);
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
@@ -441,23 +421,7 @@ async fn a_stalled_broker_during_a_64_channel_subscribe_fails_the_channels_in_ti
     let started = std::time::Instant::now();
     c.send(json!({"event": "subscribe", "data": {"requestId": "s", "channels": channels}}))
         .await;
-    for n in 0..3u8 {
-        c.ws.send(Message::Ping(vec![n].into())).await.unwrap();
-        let pong = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                match c.ws.next().await {
-                    Some(Ok(Message::Pong(p))) => break p,
-                    Some(Ok(Message::Text(t))) => panic!("before the pong: {t}"),
-                    Some(Ok(_)) => continue,
-                    other => panic!("connection ended: {other:?}"),
-                }
-            }
-        })
-        .await
-        .expect("a pong within 500 ms while the broker is stalled");
-        assert_eq!(&pong[..], &[n]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    pongs_while_the_subscribe_waits(&mut c).await;
     let r = c.reply_to("s").await;
     let elapsed = started.elapsed();
     // Within the limit (2 s), plus generous slack for a loaded machine.
@@ -477,4 +441,28 @@ async fn a_stalled_broker_during_a_64_channel_subscribe_fails_the_channels_in_ti
         .await;
     assert_eq!(s, 200);
     assert_eq!(c.next_push().await["data"], json!({"n": 1}));
+}
+
+/// Three pings, 200 ms apart, each answered within 500 ms and before any reply: the session
+/// loop runs while a subscribe waits for the broker.
+async fn pongs_while_the_subscribe_waits(c: &mut WsClient) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    for n in 0..3u8 {
+        c.ws.send(Message::Ping(vec![n].into())).await.unwrap();
+        let pong = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match c.ws.next().await {
+                    Some(Ok(Message::Pong(p))) => break p,
+                    Some(Ok(Message::Text(t))) => panic!("before the pong: {t}"),
+                    Some(Ok(_)) => continue,
+                    other => panic!("connection ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a pong within 500 ms while the subscribe waits for the broker");
+        assert_eq!(&pong[..], &[n]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
