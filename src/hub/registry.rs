@@ -33,9 +33,88 @@ pub struct Subscriber {
     pub gate: Option<Arc<Gate>>,
 }
 
-/// One shard: hub key → its subscribers, by (connection, channel as sent). A connection holds
-/// a channel once, so removing a subscriber is a lookup, whatever the number of subscribers.
-type Shard = RwLock<HashMap<String, HashMap<(ConnId, Arc<str>), Subscriber>>>;
+/// One shard: hub key → its subscribers.
+type Shard = RwLock<HashMap<String, Subscribers>>;
+
+/// Most keys have one subscriber: up to this many they are a list searched in place, which
+/// costs an idle connection one small allocation instead of a hash table's four buckets.
+const FEW: usize = 8;
+
+/// A key's subscribers, by (connection, channel as sent): a connection holds a channel once.
+/// Past [`FEW`] they are a map, so removing one is a lookup, whatever their number.
+#[derive(Debug)]
+enum Subscribers {
+    Few(Vec<Subscriber>),
+    Many(HashMap<(ConnId, Arc<str>), Subscriber>),
+}
+
+// === Subscribers ===
+
+impl Default for Subscribers {
+    fn default() -> Self {
+        Subscribers::Few(Vec::with_capacity(1))
+    }
+}
+
+impl Subscribers {
+    fn get(&self, conn: ConnId, channel: &str) -> Option<&Subscriber> {
+        match self {
+            Subscribers::Few(list) => list
+                .iter()
+                .find(|s| s.conn == conn && &*s.channel == channel),
+            Subscribers::Many(map) => map.get(&(conn, Arc::from(channel))),
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId, channel: &str) {
+        match self {
+            Subscribers::Few(list) => {
+                if let Some(i) = list
+                    .iter()
+                    .position(|s| s.conn == conn && &*s.channel == channel)
+                {
+                    list.swap_remove(i);
+                }
+            }
+            Subscribers::Many(map) => {
+                map.remove(&(conn, Arc::from(channel)));
+            }
+        }
+    }
+
+    /// Adds `sub`, replacing the connection's entry for the same channel.
+    fn insert(&mut self, sub: Subscriber) {
+        self.remove(sub.conn, &sub.channel.clone());
+        match self {
+            Subscribers::Few(list) if list.len() < FEW => list.push(sub),
+            Subscribers::Few(list) => {
+                let mut map: HashMap<_, _> = list
+                    .drain(..)
+                    .map(|s| ((s.conn, s.channel.clone()), s))
+                    .collect();
+                map.insert((sub.conn, sub.channel.clone()), sub);
+                *self = Subscribers::Many(map);
+            }
+            Subscribers::Many(map) => {
+                map.insert((sub.conn, sub.channel.clone()), sub);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Subscribers::Few(list) => list.is_empty(),
+            Subscribers::Many(map) => map.is_empty(),
+        }
+    }
+
+    fn for_each(&self, f: impl FnMut(&Subscriber)) {
+        match self {
+            Subscribers::Few(list) => list.iter().for_each(f),
+            Subscribers::Many(map) => map.values().for_each(f),
+        }
+    }
+}
 
 /// Sharded map of hub key → subscribers.
 pub struct Registry {
@@ -66,7 +145,7 @@ impl Registry {
             Some(list) => list,
             None => shard.entry(key.to_owned()).or_default(),
         };
-        list.insert((sub.conn, sub.channel.clone()), sub);
+        list.insert(sub);
     }
 
     /// Moves a connection's channel to a new subscriber entry in one step, so no publication
@@ -77,8 +156,8 @@ impl Registry {
             Some(list) => list,
             None => shard.entry(key.to_owned()).or_default(),
         };
-        list.remove(&(sub.conn, Arc::from(old_channel)));
-        list.insert((sub.conn, sub.channel.clone()), sub);
+        list.remove(sub.conn, old_channel);
+        list.insert(sub);
     }
 
     /// Removes one connection's subscription from a key; drops the key when it is empty.
@@ -87,13 +166,12 @@ impl Registry {
         let Some(list) = shard.get_mut(key) else {
             return;
         };
-        let entry = (conn, Arc::from(channel));
         // A channel that moved to a newer subscription id is not removed by the old one.
         if list
-            .get(&entry)
+            .get(conn, channel)
             .is_some_and(|s| &*s.subscription_id == subscription_id)
         {
-            list.remove(&entry);
+            list.remove(conn, channel);
         }
         if list.is_empty() {
             shard.remove(key);
@@ -107,10 +185,10 @@ impl Registry {
             return 0;
         };
         let mut queued = 0;
-        for sub in list.values() {
+        list.for_each(|sub| {
             if let Some(chain) = &sub.chain_reference {
                 if **chain != *publication.chain_reference {
-                    continue;
+                    return;
                 }
             }
             let channel = match publication.namespace {
@@ -130,7 +208,7 @@ impl Registry {
             if ok {
                 queued += 1;
             }
-        }
+        });
         queued
     }
 }
@@ -167,6 +245,32 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn many_subscribers_on_a_key_each_get_one_push_and_leave_one_by_one() {
+        let registry = Registry::default();
+        let (outbox, mut rx) = Outbox::new(1 << 20, false);
+        for conn in 0..(FEW as u64 * 3) {
+            registry.insert(KEY, sub(conn, &format!("s{conn}"), &outbox));
+        }
+        let p = Arc::new(Publication::new(
+            Namespace::AccountActivity,
+            KEY.into(),
+            "1".into(),
+            "account-activity.v1.eip155:1:0x00000000000000000000000000000000000000aa".into(),
+            "{}",
+            None,
+            Instant::now(),
+        ));
+        assert_eq!(registry.fan_out(&p), FEW * 3);
+        assert_eq!(pushed_ids(&mut rx).len(), FEW * 3);
+        for conn in 0..(FEW as u64 * 3) {
+            let channel = sub(conn, "", &outbox).channel;
+            registry.remove(KEY, conn, &format!("s{conn}"), &channel);
+        }
+        assert_eq!(registry.fan_out(&p), 0);
+        assert!(registry.shard(KEY).read().get(KEY).is_none());
     }
 
     #[test]
