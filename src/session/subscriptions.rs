@@ -22,8 +22,9 @@ pub struct Held {
 /// subscription id; every id holds at least one channel, so ids never outnumber channels.
 #[derive(Debug, Default)]
 pub struct Subscriptions {
-    /// Subscription id → its channels, by identity.
-    by_id: HashMap<Arc<str>, HashMap<String, Held>>,
+    /// Subscription id → its channels (at most `limits.max_subscriptions_per_connection`, so
+    /// a list: an idle connection's one channel costs one `Held`, not a hash table's buckets).
+    by_id: HashMap<Arc<str>, Vec<Held>>,
     /// Channel identity → the subscription id holding it.
     owner: HashMap<String, Arc<str>>,
 }
@@ -72,18 +73,24 @@ impl Subscriptions {
     /// The subscription id holding `identity`, and the channel as it was sent then.
     pub fn holder(&self, identity: &str) -> Option<(&Arc<str>, &Held)> {
         let id = self.owner.get(identity)?;
-        Some((id, self.by_id.get(id)?.get(identity)?))
+        let held = self
+            .by_id
+            .get(id)?
+            .iter()
+            .find(|h| h.identity == identity)?;
+        Some((id, held))
     }
 
     /// Adds `held` under `id`. A channel already held by another id moves to `id`; returns
     /// the (old id, old channel) pairs that moved.
     pub fn insert(&mut self, id: Arc<str>, held: Vec<Held>) -> Vec<(Arc<str>, Held)> {
         let mut moved = Vec::new();
+        let n = held.len();
         for h in held {
             if let Some(old) = self.owner.insert(h.identity.clone(), id.clone()) {
                 if let Some(list) = self.by_id.get_mut(&old) {
-                    if let Some(prev) = list.remove(&h.identity) {
-                        moved.push((old.clone(), prev));
+                    if let Some(i) = list.iter().position(|p| p.identity == h.identity) {
+                        moved.push((old.clone(), list.swap_remove(i)));
                     }
                     if list.is_empty() {
                         self.by_id.remove(&old);
@@ -92,8 +99,8 @@ impl Subscriptions {
             }
             self.by_id
                 .entry(id.clone())
-                .or_default()
-                .insert(h.identity.clone(), h);
+                .or_insert_with(|| Vec::with_capacity(n))
+                .push(h);
         }
         moved
     }
@@ -105,15 +112,14 @@ impl Subscriptions {
             return Vec::new();
         };
         let removed: Vec<Held> = if channels.is_empty() {
-            std::mem::take(list).into_values().collect()
+            std::mem::take(list)
         } else {
             let wanted: HashSet<&str> = channels.iter().map(String::as_str).collect();
-            let gone: Vec<String> = list
-                .values()
-                .filter(|h| wanted.contains(&*h.sent))
-                .map(|h| h.identity.clone())
-                .collect();
-            gone.iter().filter_map(|i| list.remove(i)).collect()
+            let (gone, kept): (Vec<Held>, Vec<Held>) = std::mem::take(list)
+                .into_iter()
+                .partition(|h| wanted.contains(&*h.sent));
+            *list = kept;
+            gone
         };
         if list.is_empty() {
             self.by_id.remove(id);
@@ -139,13 +145,13 @@ impl Subscriptions {
         self.owner.clear();
         self.by_id
             .drain()
-            .flat_map(|(id, list)| list.into_values().map(move |h| (id.clone(), h)))
+            .flat_map(|(id, list)| list.into_iter().map(move |h| (id.clone(), h)))
             .collect()
     }
 
     /// Every held channel.
     pub fn channels(&self) -> impl Iterator<Item = &Held> {
-        self.by_id.values().flat_map(HashMap::values)
+        self.by_id.values().flatten()
     }
 
     /// The chain selectors per namespace: wildcard chains match their whole namespace.
