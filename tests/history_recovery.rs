@@ -204,7 +204,12 @@ async fn removing_streams_never_races_an_append(backend: Backend) {
         tasks.push(tokio::spawn(async move {
             let mut last: Option<StreamPosition> = None;
             let mut epochs = 0;
-            for n in 0..150 {
+            // Appends until retention has removed this stream at least once (a second epoch),
+            // however fast the machine: the race needs removals to happen at all.
+            for n in 0..5_000 {
+                if epochs >= 2 && n >= 150 {
+                    break;
+                }
                 let got = h.append(vec![publ(&s, n, None)]).await.unwrap();
                 let p = got[0].position.clone();
                 match &last {
