@@ -339,19 +339,7 @@ async fn what_one_connection_may_have_in_replay_is_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_during_a_64_channel_subscribe_does_not_freeze_the_session() {
-    let nats = common::proxy::Proxy::start("127.0.0.1:4222".parse().unwrap()).await;
-    let nats_url = format!("nats://{}", nats.addr);
-    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-    let gw = TestGateway::start(&[
-        ("GATEWAY__BROKER__URL", &nats_url),
-        ("GATEWAY__BROKER__SUBJECT_PREFIX", &prefix),
-        ("GATEWAY__LIMITS__SUBSCRIBE_TIMEOUT", "2s"),
-    ])
-    .await;
-    wait_until(Duration::from_secs(10), "node ready", || async {
-        gw.get("/readyz").await.0 == 200
-    })
-    .await;
+    let (nats, gw) = node_behind_a_nats_proxy().await;
     let (mut good, good_sub) = good_wallet(&gw).await;
     let mut c = gw.client().await;
     nats.down();
@@ -400,19 +388,7 @@ async fn an_unreachable_broker_during_a_64_channel_subscribe_does_not_freeze_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_broker_during_a_64_channel_subscribe_fails_the_channels_in_time() {
-    let nats = common::proxy::Proxy::start("127.0.0.1:4222".parse().unwrap()).await;
-    let nats_url = format!("nats://{}", nats.addr);
-    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-    let gw = TestGateway::start(&[
-        ("GATEWAY__BROKER__URL", &nats_url),
-        ("GATEWAY__BROKER__SUBJECT_PREFIX", &prefix),
-        ("GATEWAY__LIMITS__SUBSCRIBE_TIMEOUT", "2s"),
-    ])
-    .await;
-    wait_until(Duration::from_secs(10), "node ready", || async {
-        gw.get("/readyz").await.0 == 200
-    })
-    .await;
+    let (nats, gw) = node_behind_a_nats_proxy().await;
     let mut c = gw.client().await;
     // The connection to NATS stays open but nothing passes: the server never sees the
     // subscriptions, so their interest must not count as placed.
@@ -465,4 +441,23 @@ async fn pongs_while_the_subscribe_waits(c: &mut WsClient) {
         assert_eq!(&pong[..], &[n]);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A ready cluster node whose NATS connection goes through a proxy the test can cut or
+/// stall, with a 2 s subscribe timeout.
+async fn node_behind_a_nats_proxy() -> (common::proxy::Proxy, TestGateway) {
+    let nats = common::proxy::Proxy::start("127.0.0.1:4222".parse().unwrap()).await;
+    let nats_url = format!("nats://{}", nats.addr);
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let gw = TestGateway::start(&[
+        ("GATEWAY__BROKER__URL", &nats_url),
+        ("GATEWAY__BROKER__SUBJECT_PREFIX", &prefix),
+        ("GATEWAY__LIMITS__SUBSCRIBE_TIMEOUT", "2s"),
+    ])
+    .await;
+    wait_until(Duration::from_secs(10), "node ready", || async {
+        gw.get("/readyz").await.0 == 200
+    })
+    .await;
+    (nats, gw)
 }

@@ -84,7 +84,7 @@ impl Subscribers {
 
     /// Adds `sub`, replacing the connection's entry for the same channel.
     fn insert(&mut self, sub: Subscriber) {
-        self.remove(sub.conn, &sub.channel.clone());
+        self.remove(sub.conn, &sub.channel);
         match self {
             Subscribers::Few(list) if list.len() < FEW => list.push(sub),
             Subscribers::Few(list) => {
@@ -234,6 +234,19 @@ mod tests {
         }
     }
 
+    /// A publication on `KEY`, on chain `eip155:1`.
+    fn publication() -> Arc<Publication> {
+        Arc::new(Publication::new(
+            Namespace::AccountActivity,
+            KEY.into(),
+            "1".into(),
+            "account-activity.v1.eip155:1:0x00000000000000000000000000000000000000aa".into(),
+            "{}",
+            None,
+            Instant::now(),
+        ))
+    }
+
     fn pushed_ids(rx: &mut Receiver) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(item) = rx.try_recv() {
@@ -254,15 +267,7 @@ mod tests {
         for conn in 0..(FEW as u64 * 3) {
             registry.insert(KEY, sub(conn, &format!("s{conn}"), &outbox));
         }
-        let p = Arc::new(Publication::new(
-            Namespace::AccountActivity,
-            KEY.into(),
-            "1".into(),
-            "account-activity.v1.eip155:1:0x00000000000000000000000000000000000000aa".into(),
-            "{}",
-            None,
-            Instant::now(),
-        ));
+        let p = publication();
         assert_eq!(registry.fan_out(&p), FEW * 3);
         assert_eq!(pushed_ids(&mut rx).len(), FEW * 3);
         for conn in 0..(FEW as u64 * 3) {
@@ -280,15 +285,7 @@ mod tests {
         for n in 0..300 {
             registry.insert(KEY, sub(7, &format!("s{n}"), &outbox));
         }
-        let p = Arc::new(Publication::new(
-            Namespace::AccountActivity,
-            KEY.into(),
-            "1".into(),
-            "account-activity.v1.eip155:1:0x00000000000000000000000000000000000000aa".into(),
-            "{}",
-            None,
-            Instant::now(),
-        ));
+        let p = publication();
         assert_eq!(registry.fan_out(&p), 1);
         assert_eq!(pushed_ids(&mut rx), ["s299"]);
         // The old id no longer removes it; the holder does.
