@@ -5,8 +5,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use activity_gateway::hub::{Durable, Position, Publication};
+use activity_gateway::hub::{Durable, Publication};
 use activity_gateway::protocol::Namespace;
+use activity_gateway::protocol::Position;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const CHANNEL: &str = "account-activity.v1.eip155:8453:0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f";

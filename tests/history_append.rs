@@ -5,7 +5,7 @@ mod history_support;
 
 use std::collections::HashMap;
 
-use activity_gateway::history::{Recovery, StreamPosition};
+use activity_gateway::history::{Position, Recovery};
 use history_support::{open, publ, quiet_cfg, stream_rows, Backend, TestStore};
 
 both_backends!(
@@ -160,9 +160,9 @@ async fn positions_write_nothing_and_resume_from_the_first_publication(backend: 
     assert_eq!(out[0].position.offset, 1);
     match history.read_after(&s, &p1[0], 100).await.unwrap() {
         Recovery::Recovered { publications, more } => {
-            let got: Vec<StreamPosition> = publications.into_iter().map(|p| p.position).collect();
-            let want: Vec<StreamPosition> = (1..=2)
-                .map(|offset| StreamPosition {
+            let got: Vec<Position> = publications.into_iter().map(|p| p.position).collect();
+            let want: Vec<Position> = (1..=2)
+                .map(|offset| Position {
                     epoch: epoch.clone(),
                     offset,
                 })
@@ -184,7 +184,7 @@ async fn positions_write_nothing_and_resume_from_the_first_publication(backend: 
         p2[0].epoch.starts_with("none."),
         "result order = input order"
     );
-    assert_eq!(p2[1], StreamPosition { epoch, offset: 2 });
+    assert_eq!(p2[1], Position { epoch, offset: 2 });
     assert_eq!(stream_rows(&store.storage).await, 1);
     history.close().await;
     store.cleanup().await;

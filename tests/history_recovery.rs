@@ -5,9 +5,7 @@ mod history_support;
 
 use std::time::Duration;
 
-use activity_gateway::history::{
-    History, HistoryConfig, Recovery, RecoveryFailure, StreamPosition,
-};
+use activity_gateway::history::{History, HistoryConfig, Position, Recovery, RecoveryFailure};
 use history_support::{open, publ, quiet_cfg, Backend, TestStore};
 
 both_backends!(
@@ -19,8 +17,8 @@ both_backends!(
 
 const S: &str = "account-activity.v1.eip155:0:0xd14b";
 
-fn at(epoch: &str, offset: u64) -> StreamPosition {
-    StreamPosition {
+fn at(epoch: &str, offset: u64) -> Position {
+    Position {
         epoch: epoch.to_owned(),
         offset,
     }
@@ -202,7 +200,7 @@ async fn removing_streams_never_races_an_append(backend: Backend) {
     for s in streams.clone() {
         let h = h.clone();
         tasks.push(tokio::spawn(async move {
-            let mut last: Option<StreamPosition> = None;
+            let mut last: Option<Position> = None;
             let mut epochs = 0;
             // Appends until retention has removed this stream at least once (a second epoch),
             // however fast the machine: the race needs removals to happen at all.

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use activity_gateway::protocol::caip::{AccountId, AssetId, ChainId};
-use activity_gateway::protocol::request::{self, Request, WirePosition};
+use activity_gateway::protocol::request::{self, Request};
+use activity_gateway::protocol::Position;
 use activity_gateway::protocol::{Channel, ErrorCode};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -138,7 +139,7 @@ fn valid_request() -> impl Strategy<Value = Request> {
     let id = "[a-zA-Z0-9-]{1,36}";
     let channels = prop::collection::vec(valid_channel(), 1..5);
     let position =
-        ("[a-z0-9]{1,16}", any::<u64>()).prop_map(|(epoch, offset)| WirePosition { epoch, offset });
+        ("[a-z0-9]{1,16}", any::<u64>()).prop_map(|(epoch, offset)| Position { epoch, offset });
     prop_oneof![
         (id, channels, prop::collection::vec(position, 0..3)).prop_map(
             |(request_id, channels, positions)| {

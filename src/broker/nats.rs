@@ -17,9 +17,8 @@ use super::order::{Orderer, Verdict};
 use super::presence::{NodeSeen, Presence};
 use super::wire::{key_token, ChainMessage, ChainSeen, ChainSnapshot, WirePublication};
 use crate::chains::{Mode, Registry};
-use crate::history::{History, Recovery, StreamPosition};
+use crate::history::{History, Position, Recovery};
 use crate::hub::{Hub, Publication};
-use crate::ingest::durable_publication;
 use crate::protocol::caip::ChainId;
 use crate::protocol::{Channel, Namespace};
 
@@ -465,8 +464,8 @@ async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>
                 let Ok(wire) = serde_json::from_slice::<WirePublication>(&msg.payload) else { continue };
                 match (wire.ns.as_ref(), wire.epoch.as_deref(), wire.offset) {
                     ("a", Some(epoch), Some(offset)) => {
-                        let position = StreamPosition { epoch: epoch.to_owned(), offset };
-                        let Some(p) = durable_publication(&wire.channel, wire.data.get(), &position, Instant::now()) else { continue };
+                        let position = Position { epoch: epoch.to_owned(), offset };
+                        let Some(p) = Publication::durable(&wire.channel, wire.data.get(), &position, Instant::now()) else { continue };
                         let o = orderer.get_or_insert_with(Orderer::default);
                         match o.arrive(epoch, offset, Arc::new(p)) {
                             Verdict::Release(list) => deliver(&broker.hub, list),
@@ -517,7 +516,7 @@ async fn catch_up(
         return;
     };
     loop {
-        let after = StreamPosition {
+        let after = Position {
             epoch: epoch.clone(),
             offset: orderer.last(),
         };
@@ -527,7 +526,7 @@ async fn catch_up(
                 let filled = publications
                     .iter()
                     .filter_map(|s| {
-                        durable_publication(&s.channel, &s.payload, &s.position, now)
+                        Publication::durable(&s.channel, &s.payload, &s.position, now)
                             .map(|p| (s.position.offset, Arc::new(p)))
                     })
                     .collect();

@@ -7,17 +7,17 @@
 
 use std::collections::HashMap;
 
-use crate::protocol::request::WirePosition;
+use crate::protocol::Position;
 
 /// Watermarks by subscribed channel (exactly as subscribed).
 #[derive(Debug, Default, Clone)]
 pub struct Watermarks {
-    by_channel: HashMap<String, WirePosition>,
+    by_channel: HashMap<String, Position>,
 }
 
 impl Watermarks {
     /// True when the push at `position` on `channel` is new; records it.
-    pub fn accept(&mut self, channel: &str, position: &WirePosition) -> bool {
+    pub fn accept(&mut self, channel: &str, position: &Position) -> bool {
         match self.by_channel.get_mut(channel) {
             Some(w) if w.epoch == position.epoch => {
                 if position.offset <= w.offset {
@@ -34,18 +34,18 @@ impl Watermarks {
     }
 
     /// Sets the starting point (from a `subscribed` reply) unless one is known already.
-    pub fn start_at(&mut self, channel: &str, position: WirePosition) {
+    pub fn start_at(&mut self, channel: &str, position: Position) {
         self.by_channel
             .entry(channel.to_owned())
             .or_insert(position);
     }
 
     /// Forgets a channel whose recovery failed (the client must refresh from its HTTP source).
-    pub fn reset(&mut self, channel: &str, position: WirePosition) {
+    pub fn reset(&mut self, channel: &str, position: Position) {
         self.by_channel.insert(channel.to_owned(), position);
     }
 
-    pub fn get(&self, channel: &str) -> Option<&WirePosition> {
+    pub fn get(&self, channel: &str) -> Option<&Position> {
         self.by_channel.get(channel)
     }
 }
@@ -54,8 +54,8 @@ impl Watermarks {
 mod tests {
     use super::*;
 
-    fn p(epoch: &str, offset: u64) -> WirePosition {
-        WirePosition {
+    fn p(epoch: &str, offset: u64) -> Position {
+        Position {
             epoch: epoch.into(),
             offset,
         }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::protocol::request::WirePosition;
+use crate::protocol::Position;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -70,7 +70,7 @@ pub struct Notification {
     pub channel: String,
     pub data: Value,
     pub message_id: Option<String>,
-    pub position: Option<WirePosition>,
+    pub position: Option<Position>,
     pub redelivered: bool,
 }
 
@@ -126,7 +126,7 @@ impl Client {
     }
 
     /// The last processed (acknowledged) position of a channel.
-    pub fn position(&self, channel: &str) -> Option<&WirePosition> {
+    pub fn position(&self, channel: &str) -> Option<&Position> {
         self.watermarks.get(channel)
     }
 
@@ -164,8 +164,7 @@ impl Client {
                 let channel = v["channel"].as_str().unwrap_or_default().to_owned();
                 let subscribed = self.subscribed_channel(sub_id, &channel);
                 let message_id = v["messageId"].as_str().map(str::to_owned);
-                let position: Option<WirePosition> =
-                    serde_json::from_value(v["position"].clone()).ok();
+                let position: Option<Position> = serde_json::from_value(v["position"].clone()).ok();
                 if let Some(id) = &message_id {
                     // Ack first: a duplicate also needs its ack, or it is sent again.
                     self.send(json!({"event": "ack", "data": {"messageIds": [id]}}))
@@ -296,8 +295,7 @@ impl Client {
             let mut recovered = HashMap::new();
             for c in channels {
                 let rec = &v["data"]["recovery"][c];
-                if let Ok(p) =
-                    serde_json::from_value::<WirePosition>(v["data"]["positions"][c].clone())
+                if let Ok(p) = serde_json::from_value::<Position>(v["data"]["positions"][c].clone())
                 {
                     if rec["recovered"] == false {
                         self.watermarks.reset(c, p);

@@ -1,6 +1,6 @@
 //! The durable publication log: account-activity publications are appended to per-account
 //! streams before the publish API answers, and subscribers that acknowledge deliveries resume
-//! from a [`StreamPosition`] after reconnecting.
+//! from a [`Position`] after reconnecting.
 //!
 //! A stream (one account across the chains of its namespace) has an epoch, a random string
 //! that changes whenever its history is lost, and offsets that start at 1, increase strictly
@@ -59,7 +59,7 @@ pub use chain_state::StoredChain;
 pub use config::{HistoryConfig, StorageConfig};
 pub use error::HistoryError;
 pub use types::{
-    CommitListener, Committed, NewPublication, Recovery, RecoveryFailure, Stored, StreamPosition,
+    CommitListener, Committed, NewPublication, Position, Recovery, RecoveryFailure, Stored,
 };
 
 pub(crate) use store::sqlite_memory_used;
@@ -210,13 +210,13 @@ impl History {
     /// Current top of each stream (result order = input order). A stream without publications
     /// has no row, and its position is an unborn one (see [`unborn`]): reading a position
     /// writes nothing.
-    pub async fn positions(&self, streams: &[String]) -> Result<Vec<StreamPosition>, HistoryError> {
+    pub async fn positions(&self, streams: &[String]) -> Result<Vec<Position>, HistoryError> {
         let states = self.read(self.inner.store.positions(streams)).await?;
         let now = store::now_ms();
         Ok(states
             .into_iter()
             .map(|state| match state {
-                Some(s) => StreamPosition {
+                Some(s) => Position {
                     epoch: s.epoch,
                     offset: s.last_offset,
                 },
@@ -230,7 +230,7 @@ impl History {
     pub async fn read_after(
         &self,
         stream: &str,
-        after: &StreamPosition,
+        after: &Position,
         limit: usize,
     ) -> Result<Recovery, HistoryError> {
         let store = &self.inner.store;
@@ -283,7 +283,7 @@ impl History {
             .map(|r| Stored {
                 channel: r.channel,
                 payload: Arc::from(r.payload),
-                position: StreamPosition {
+                position: Position {
                     epoch: state.epoch.clone(),
                     offset: r.offset,
                 },

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Committed, HistoryError, NewPublication, StreamPosition};
+use super::{Committed, HistoryError, NewPublication, Position};
 
 /// Offsets stay below 2^53 so that JavaScript clients hold them exactly.
 pub(crate) const MAX_OFFSET: u64 = (1 << 53) - 1;
@@ -62,7 +62,7 @@ pub(crate) fn plan(
                     stream: p.stream.clone(),
                     channel: old.channel.clone(),
                     payload: Arc::from(old.payload.as_str()),
-                    position: StreamPosition {
+                    position: Position {
                         epoch: state.epoch.clone(),
                         offset: old.offset,
                     },
@@ -90,7 +90,7 @@ pub(crate) fn plan(
             stream: p.stream.clone(),
             channel: p.channel.clone(),
             payload: Arc::from(p.payload.as_str()),
-            position: StreamPosition {
+            position: Position {
                 epoch: state.epoch.clone(),
                 offset: *last,
             },

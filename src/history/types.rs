@@ -2,17 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-/// Where a publication sits in its stream. Offsets start at 1, increase strictly, are never
-/// reused within an epoch and stay below 2^53; a new epoch means the history was lost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamPosition {
-    /// Random identity of the stream's current history.
-    pub epoch: String,
-    /// Offset within the epoch (0 = before the first publication).
-    pub offset: u64,
-}
+pub use crate::protocol::Position;
 
 /// A publication to append.
 #[derive(Debug, Clone)]
@@ -37,7 +27,7 @@ pub struct Committed {
     /// JSON payload (of the original publication when `duplicate`).
     pub payload: Arc<str>,
     /// Position in the stream (the original one when `duplicate`).
-    pub position: StreamPosition,
+    pub position: Position,
     /// Commit time, milliseconds since the Unix epoch.
     pub published_at_ms: i64,
     /// True when the idempotency key was already stored: nothing new was appended.
@@ -52,7 +42,7 @@ pub struct Stored {
     /// JSON payload.
     pub payload: Arc<str>,
     /// Position in the stream.
-    pub position: StreamPosition,
+    pub position: Position,
     /// Commit time, milliseconds since the Unix epoch.
     pub published_at_ms: i64,
 }

@@ -13,15 +13,15 @@
 //! is younger than `retention_age`), and answers `trimmed` otherwise, because publications
 //! may have been lost.
 
+use super::Position;
 use super::RecoveryFailure;
-use super::StreamPosition;
 
 /// Prefix of an unborn epoch; real epochs are 16 hex digits and never start with it.
 const PREFIX: &str = "none.";
 
 /// The unborn position handed out at `now_ms`.
-pub(crate) fn position(now_ms: i64) -> StreamPosition {
-    StreamPosition {
+pub(crate) fn position(now_ms: i64) -> Position {
+    Position {
         epoch: format!("{PREFIX}{now_ms}"),
         offset: 0,
     }

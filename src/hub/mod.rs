@@ -8,7 +8,7 @@ mod publication;
 mod registry;
 
 pub use gate::Gate;
-pub use publication::{message_id, Durable, Position, Publication, MAX_FRAME_OVERHEAD};
+pub use publication::{message_id, Durable, Publication, MAX_FRAME_OVERHEAD};
 pub use registry::{ConnId, Registry, Subscriber};
 
 use std::sync::Arc;

@@ -5,14 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::protocol::{now_ms, Namespace};
-
-/// Where a publication sits in its durable stream (account activity with a history).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Position {
-    pub epoch: String,
-    pub offset: u64,
-}
+use crate::protocol::{now_ms, Channel, Namespace, Position};
 
 /// One publication, shared by every recipient through an `Arc`.
 #[derive(Debug)]
@@ -55,6 +48,25 @@ const REDELIVERED: &str = r#""redelivered":true,"#;
 // === Publication ===
 
 impl Publication {
+    /// A durable account-activity publication from its stored parts (a commit, a replay, a
+    /// cluster peer's copy). `None` when the channel does not parse, which a channel the
+    /// publish API accepted never does.
+    pub fn durable(channel: &str, payload: &str, position: &Position, at: Instant) -> Option<Self> {
+        let Ok(Channel::AccountActivity(a)) = Channel::parse(channel) else {
+            tracing::error!(%channel, "Stored publication has an invalid channel; skipped.");
+            return None;
+        };
+        Some(Self::new(
+            Namespace::AccountActivity,
+            a.stream_key(),
+            a.account.chain.reference().to_owned(),
+            channel.into(),
+            payload,
+            Some(Durable::new(position.clone())),
+            at,
+        ))
+    }
+
     /// Builds a publication from its payload's JSON text (already validated as an object).
     pub fn new(
         namespace: Namespace,

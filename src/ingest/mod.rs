@@ -15,12 +15,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::history::{HistoryError, NewPublication};
-use crate::hub::{message_id, Position, Publication};
+use crate::hub::{message_id, Publication};
 use crate::metrics;
 use crate::node::Node;
 use crate::protocol::caip::ChainId;
+use crate::protocol::Position;
 use crate::protocol::{Channel, Namespace};
-pub use listener::{durable_publication, HubListener};
+pub use listener::HubListener;
 pub use validate::{validate, ItemError, Rejection, Validated};
 
 /// What happened to one accepted publication.
@@ -106,10 +107,7 @@ pub async fn publish(
                         "history answered fewer publications than appended".into(),
                     )
                 })?;
-                let position = Position {
-                    epoch: c.position.epoch,
-                    offset: c.position.offset,
-                };
+                let position = c.position;
                 outcomes.push(Outcome {
                     channel: item.canonical,
                     message_id: Some(message_id(&position)),

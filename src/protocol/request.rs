@@ -10,13 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ErrorCode;
-
-/// A stream position as a client sends it back when resuming.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct WirePosition {
-    pub epoch: String,
-    pub offset: u64,
-}
+use super::Position;
 
 /// A well-formed client request.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +19,7 @@ pub enum Request {
         request_id: String,
         channels: Vec<String>,
         /// Resume positions keyed by the channel string exactly as in `channels`.
-        positions: HashMap<String, WirePosition>,
+        positions: HashMap<String, Position>,
     },
     Unsubscribe {
         request_id: String,
@@ -85,7 +79,7 @@ pub fn parse(text: &str) -> Result<Request, RequestError> {
                 #[serde(default)]
                 subscription: Option<String>,
                 #[serde(default)]
-                positions: Option<HashMap<String, WirePosition>>,
+                positions: Option<HashMap<String, Position>>,
             }
             let Some(request_id) = request_id.clone() else {
                 return Err(fail(
@@ -169,7 +163,7 @@ mod tests {
         );
         assert_eq!(
             positions["a"],
-            WirePosition {
+            Position {
                 epoch: "e".into(),
                 offset: 7
             }

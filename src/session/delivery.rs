@@ -244,8 +244,9 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{Durable, Position};
+    use crate::hub::Durable;
     use crate::protocol::Namespace;
+    use crate::protocol::Position;
 
     fn publication(offset: u64) -> Arc<Publication> {
         Arc::new(Publication::new(

@@ -84,7 +84,7 @@ struct PendingSubscribe {
     /// Indices into `gated` of the channels the connection already holds, with the channel
     /// as it was sent then: they move to the new id with the reply.
     moved: Vec<(usize, Arc<str>)>,
-    positions: std::collections::HashMap<String, crate::protocol::request::WirePosition>,
+    positions: std::collections::HashMap<String, crate::protocol::Position>,
     /// Channels whose positions are ignored (`already_subscribed`).
     ignored: Vec<Arc<str>>,
     failed: Vec<String>,

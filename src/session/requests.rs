@@ -10,7 +10,8 @@ use super::subscriptions::{relevant, Held};
 use super::{Outbound, PendingSubscribe, Session, Stop};
 use crate::hub::{Gate, Subscriber};
 use crate::metrics;
-use crate::protocol::request::{self, Request, WirePosition};
+use crate::protocol::request::{self, Request};
+use crate::protocol::Position;
 use crate::protocol::{reply, Channel, ErrorCode, Namespace};
 
 impl Session {
@@ -128,7 +129,7 @@ impl Session {
         &mut self,
         request_id: &str,
         channels: Vec<String>,
-        positions: HashMap<String, WirePosition>,
+        positions: HashMap<String, Position>,
     ) -> Option<Stop> {
         let limits = &self.node.settings.limits;
         if channels.len() > limits.max_channels_per_request {

@@ -18,12 +18,11 @@ use serde_json::{json, Map, Value};
 
 use super::subscriptions::Held;
 use super::{Outbound, Session};
-use crate::history::{Recovery, StreamPosition};
+use crate::history::Recovery;
 use crate::hub::{Gate, Publication};
-use crate::ingest::durable_publication;
 use crate::metrics;
-use crate::protocol::request::WirePosition;
 use crate::protocol::Channel;
+use crate::protocol::Position;
 
 /// Publications read from history per query.
 const PAGE: usize = 500;
@@ -42,7 +41,7 @@ pub(super) struct ReplayJob {
     /// The page being queued.
     items: VecDeque<Arc<Publication>>,
     /// The last position read; the next page starts after it.
-    after: StreamPosition,
+    after: Position,
     /// The stream's top when the reply was sent: the replay ends there and held live pushes
     /// up to it are dropped.
     up_to: u64,
@@ -57,7 +56,7 @@ impl Session {
     pub(super) fn gate_for(
         &self,
         held: &Held,
-        positions: &HashMap<String, WirePosition>,
+        positions: &HashMap<String, Position>,
     ) -> Option<Arc<Gate>> {
         let resumable = self.acks.is_some()
             && matches!(held.channel, Channel::AccountActivity(_))
@@ -71,7 +70,7 @@ impl Session {
         &mut self,
         subscription_id: &Arc<str>,
         held: &[(Held, Option<Arc<Gate>>)],
-        requested: &HashMap<String, WirePosition>,
+        requested: &HashMap<String, Position>,
         extra: &mut Map<String, Value>,
     ) -> Vec<ReplayJob> {
         if self.acks.is_none() {
@@ -145,17 +144,13 @@ impl Session {
         subscription_id: &Arc<str>,
         h: &Held,
         gate: &Arc<Gate>,
-        from: &WirePosition,
-        top: &StreamPosition,
+        from: &Position,
+        top: &Position,
         max_replay: u64,
         pending: u64,
     ) -> (Value, Option<ReplayJob>) {
-        let after = StreamPosition {
-            epoch: from.epoch.clone(),
-            offset: from.offset,
-        };
         let failed = |reason: &str| json!({"recovered": false, "replayed": 0, "reason": reason});
-        match self.node.history.read_after(&h.key, &after, 1).await {
+        match self.node.history.read_after(&h.key, from, 1).await {
             Ok(Recovery::Recovered { .. }) => {}
             Ok(Recovery::Failed(f)) => {
                 gate.open(&self.outbox, top.offset);
@@ -170,8 +165,8 @@ impl Session {
             }
         }
         // A position past the top read a moment ago is one the client got live since.
-        let up_to = top.offset.max(after.offset);
-        let replayed = up_to - after.offset;
+        let up_to = top.offset.max(from.offset);
+        let replayed = up_to - from.offset;
         if pending.saturating_add(replayed) > max_replay {
             gate.open(&self.outbox, top.offset);
             metrics::resume("replay_limit");
@@ -185,7 +180,7 @@ impl Session {
             key: h.key.clone(),
             chain_filter: h.chain_filter(),
             items: VecDeque::new(),
-            after,
+            after: from.clone(),
             up_to,
         };
         (json!({"recovered": true, "replayed": replayed}), Some(job))
@@ -278,7 +273,7 @@ impl ReplayJob {
                 break;
             }
             self.after.offset = s.position.offset;
-            let Some(p) = durable_publication(&s.channel, &s.payload, &s.position, now) else {
+            let Some(p) = Publication::durable(&s.channel, &s.payload, &s.position, now) else {
                 continue;
             };
             if self

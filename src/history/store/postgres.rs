@@ -14,7 +14,7 @@ use sqlx::{Connection, Row};
 
 use super::{CommitError, BUSY_TIMEOUT};
 use crate::history::plan;
-use crate::history::{Committed, HistoryError, NewPublication, StorageConfig, StreamPosition};
+use crate::history::{Committed, HistoryError, NewPublication, Position, StorageConfig};
 
 /// Connects to the database at `cfg.url`.
 pub(super) async fn connect(cfg: &StorageConfig) -> Result<PgPool, HistoryError> {
@@ -134,7 +134,7 @@ pub(super) async fn commit(
             stream: p.stream.clone(),
             channel,
             payload,
-            position: StreamPosition {
+            position: Position {
                 epoch: row.try_get(6)?,
                 offset: u64::try_from(offset).unwrap_or(0),
             },
