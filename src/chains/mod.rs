@@ -22,9 +22,10 @@ mod config;
 mod registry;
 mod rule;
 
+pub use crate::protocol::Mode;
 pub use config::ChainsConfig;
 pub use registry::{ChainEvent, ChainRefused, Registry};
-pub use rule::{ChainView, Inputs, Mode};
+pub use rule::{ChainView, Inputs};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

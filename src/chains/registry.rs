@@ -10,9 +10,10 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use super::config::ChainsConfig;
-use super::rule::{view_of, ChainView, Entry, Mode, NodeInputs};
+use super::rule::{view_of, ChainView, Entry, NodeInputs};
 use crate::metrics;
 use crate::protocol::caip::ChainId;
+use crate::protocol::Mode;
 
 /// Status changes, broadcast to every session.
 #[derive(Debug, Clone)]

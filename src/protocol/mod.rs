@@ -3,12 +3,14 @@
 pub mod caip;
 pub mod channel;
 pub mod error;
+pub mod mode;
 pub mod position;
 pub mod reply;
 pub mod request;
 
 pub use channel::{Channel, ChannelError, Namespace};
 pub use error::ErrorCode;
+pub use mode::Mode;
 pub use position::Position;
 
 /// Milliseconds since the Unix epoch, as every `timestamp` on the wire.
