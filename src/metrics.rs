@@ -281,3 +281,53 @@ pub fn replayed(n: u64) {
 pub fn broker_connected(up: bool) {
     gauge!("gateway_broker_connected").set(if up { 1.0 } else { 0.0 });
 }
+
+// === Cluster broker and JetStream ingest ===
+
+/// JetStream messages ingested, by result (accepted, duplicate, malformed, retried).
+pub fn ingest_messages(result: &'static str, n: u64) {
+    if n > 0 {
+        counter!("gateway_ingest_messages_total", "result" => result).increment(n);
+    }
+}
+
+/// JetStream messages received again.
+pub fn ingest_redeliveries(n: u64) {
+    if n > 0 {
+        counter!("gateway_ingest_redeliveries_total").increment(n);
+    }
+}
+
+/// Describes the JetStream ingest's series and exports them at 0, so dashboards and alerts
+/// see them before traffic.
+pub fn describe_ingest() {
+    describe_counter!(
+        "gateway_ingest_messages_total",
+        "JetStream messages ingested, by result (accepted, duplicate, malformed, retried)"
+    );
+    describe_counter!(
+        "gateway_ingest_redeliveries_total",
+        "JetStream messages received again (not acknowledged in time, nak'd, or a node crashed)"
+    );
+    for result in ["accepted", "duplicate", "malformed", "retried"] {
+        counter!("gateway_ingest_messages_total", "result" => result).absolute(0);
+    }
+    counter!("gateway_ingest_redeliveries_total").absolute(0);
+}
+
+/// A message not handed to the cluster broker because its outbound queue was full (or
+/// closed), by kind (publication, chain).
+pub fn broker_not_sent(kind: &'static str) {
+    counter!("gateway_broker_not_sent_total", "kind" => kind).increment(1);
+}
+
+/// Describes the cluster broker's series and exports them at 0.
+pub fn describe_broker() {
+    describe_counter!(
+        "gateway_broker_not_sent_total",
+        "Messages not sent to the cluster broker because its outbound queue was full, by kind (publication: receivers fill it from the history; chain: the next sign of life repeats it)"
+    );
+    for kind in ["publication", "chain"] {
+        counter!("gateway_broker_not_sent_total", "kind" => kind).absolute(0);
+    }
+}

@@ -3,6 +3,8 @@
 //!
 //! Durations are humantime strings (`500ms`, `10s`, `24h`) in files and env vars alike;
 //! lists in env vars are comma-separated. Every key is documented in docs/configuration.md.
+mod broker;
+mod jetstream;
 pub mod redact;
 pub mod serde_helpers;
 
@@ -12,12 +14,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
-use crate::broker::BrokerConfig;
 use crate::chains::ChainsConfig;
 use crate::history::{HistoryConfig, StorageConfig};
 use crate::http::StatusConfig;
-use crate::ingest::jetstream::JetStreamConfig;
 use serde_helpers::{net_list, string_list};
+
+pub use broker::BrokerConfig;
+pub use jetstream::JetStreamConfig;
 
 /// Everything the gateway can be told.
 #[derive(Debug, Clone, Default, Deserialize)]
