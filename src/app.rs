@@ -1,4 +1,11 @@
 //! Starting and stopping a gateway: build the node from settings, bind, serve, drain.
+//!
+//! Start-up order, each part built from the ones before it: auth, chain registry and hub;
+//! the broker connected (its sending half exists from then on); the history opened with that
+//! sending half as its commit listener; the broker's receiving side started with the history;
+//! chain health restored; then TLS, the listeners, the server and the JetStream consumer.
+//! Drain stops them in reverse: ingest, sessions, server, chain health, broker (its queue
+//! sent), history.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,36 +13,57 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::auth::Verifier;
-use crate::broker::{Broker, NatsBroker};
+use crate::auth::{AuthSetupError, Verifier};
+use crate::broker::{self, ConnectError};
 use crate::chains::{Chains, Registry};
 use crate::config::Settings;
-use crate::history::History;
+use crate::history::{History, HistoryError};
 use crate::hub::Hub;
 use crate::ingest::jetstream::Ingest;
-use crate::ingest::HubListener;
-use crate::node::Node;
+use crate::node::{Delivery, Node};
 use crate::shutdown::Shutdown;
-use crate::tls::Tls;
+use crate::tls::{Tls, TlsError};
 use crate::{http, metrics, server};
 
-/// The gateway could not start; the message says what to fix.
+/// The gateway could not start: which part failed, why, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// `[auth]` is unusable.
+    #[error("auth: {0}")]
+    Auth(#[source] AuthSetupError),
+    /// `[chains]` is unusable.
+    #[error("chains: {0}; fix the [chains] settings")]
+    Chains(String),
+    /// The cluster broker's address is unusable.
+    #[error("broker: {0}")]
+    Broker(#[source] ConnectError),
+    /// The history store could not be opened.
+    #[error("history store: {0}; check [storage] and [history], and that the database is reachable, then start again")]
+    HistoryStore(#[source] HistoryError),
+    /// The stored chain state could not be read.
+    #[error("chain state: {0}; check that the history store is reachable, then start again")]
+    ChainState(#[source] HistoryError),
+    /// `[server.tls]` is unusable.
     #[error("{0}")]
-    Config(String),
-    #[error("cannot listen on {addr}: {source}")]
+    Tls(#[source] TlsError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}; free the address or choose another")]
     Bind {
+        /// The address, and the setting it comes from when not `server.listen`.
         addr: String,
+        /// Why binding failed.
         source: std::io::Error,
     },
+    /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
 }
 
 /// A started gateway.
 pub struct Gateway {
+    /// The node's shared state.
     pub node: Arc<Node>,
+    /// Where the server listens.
     pub addr: SocketAddr,
     /// Where `/metrics` is served when `metrics.listen` gives it its own listener.
     pub metrics_addr: Option<SocketAddr>,
@@ -83,37 +111,28 @@ impl Gateway {
         let handle = metrics::install().map_err(StartError::Metrics)?;
         metrics::spawn_upkeep(handle.clone());
         let settings = Arc::new(settings);
-        let verifier =
-            Verifier::new(&settings.auth).map_err(|e| StartError::Config(format!("auth: {e}")))?;
-        let registry = Registry::new(settings.chains.clone()).map_err(StartError::Config)?;
+        let verifier = Verifier::new(&settings.auth).map_err(StartError::Auth)?;
+        let registry = Registry::new(settings.chains.clone()).map_err(StartError::Chains)?;
         let shutdown = Shutdown::new();
         let hub = Arc::new(Hub::new());
-        let broker = Arc::new(match &settings.broker.url {
-            None => Broker::Local(hub.clone()),
-            Some(url) => Broker::Nats(
-                NatsBroker::connect(
-                    url,
-                    &settings.broker.subject_prefix,
-                    hub.clone(),
-                    registry.clone(),
-                )
-                .await
-                .map_err(|e| StartError::Config(format!("broker: {e}")))?,
-            ),
+        let delivery = Arc::new(Delivery {
+            hub: hub.clone(),
+            registry: registry.clone(),
         });
-        let listener = Arc::new(HubListener::new(broker.clone()));
-        let history = History::open(&settings.storage, &settings.history, listener)
+        let connected = broker::connect(&settings.broker, delivery)
             .await
-            .map_err(|e| StartError::Config(format!("history store: {e}")))?;
-        if let Broker::Nats(n) = &*broker {
-            n.set_history(history.clone());
-        }
+            .map_err(StartError::Broker)?;
+        let history = History::open(
+            &settings.storage,
+            &settings.history,
+            Arc::new(connected.outlet()),
+        )
+        .await
+        .map_err(StartError::HistoryStore)?;
+        let broker = Arc::new(connected.start(history.clone()));
         let chains = Chains::new(registry, history.clone(), broker.clone());
         // Stored overrides and signs of life apply before the node serves anyone.
-        let restored = chains
-            .restore()
-            .await
-            .map_err(|e| StartError::Config(format!("chain state: {e}")))?;
+        let restored = chains.restore().await.map_err(StartError::ChainState)?;
         tracing::debug!(restored, "Chain state restored.");
         let node = Arc::new(Node::new(
             settings.clone(),
@@ -126,8 +145,7 @@ impl Gateway {
         ));
         let chains_task = tokio::spawn(chains.run(shutdown.stop_token()));
 
-        let tls = Tls::from_config(&settings.server.tls)
-            .map_err(|e| StartError::Config(e.to_string()))?;
+        let tls = Tls::from_config(&settings.server.tls).map_err(StartError::Tls)?;
         if let Some(tls) = &tls {
             tls.spawn_reloader(shutdown.stop_token());
         }
@@ -184,6 +202,9 @@ impl Gateway {
         shutdown.stop();
         let _ = self.server.await;
         let _ = tokio::time::timeout(Duration::from_secs(3), self.chains_task).await;
+        // What the broker still queues is sent before the history closes: nothing committed
+        // stays unannounced to the other nodes.
+        self.node.broker.close().await;
         self.node.history.close().await;
         tracing::info!("Stopped.");
     }

@@ -11,6 +11,7 @@ use async_nats::Client;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 
 /// How often a node announces itself.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
@@ -20,7 +21,9 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(10);
 /// One announcement on the wire.
 #[derive(Debug, Serialize, Deserialize)]
 struct Announcement {
+    /// The node's random id.
     id: String,
+    /// Its gateway version.
     version: String,
 }
 
@@ -30,6 +33,7 @@ struct Announcement {
 pub struct NodeSeen {
     /// The node's random id.
     pub id: String,
+    /// Its gateway version.
     pub version: String,
     /// Milliseconds since its last announcement arrived.
     pub last_seen_ms_ago: u64,
@@ -40,11 +44,14 @@ pub struct NodeSeen {
 
 /// The nodes this node has heard from.
 pub struct Presence {
+    /// This node's random id.
     id: String,
+    /// Every node heard from: id → (when, version).
     seen: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl Presence {
+    /// A new id for this process.
     pub fn new() -> Arc<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         tracing::info!(node_id = %id, "Cluster node id (shown on the status page).");
@@ -54,11 +61,11 @@ impl Presence {
         })
     }
 
-    /// Announces this node and listens to the others, for the life of the client.
-    pub fn spawn(self: &Arc<Self>, client: Client, subject: String) {
+    /// Announces this node and listens to the others, in two tasks of `tasks`.
+    pub fn spawn(self: &Arc<Self>, tasks: &mut JoinSet<()>, client: Client, subject: String) {
         let me = self.clone();
         let (c, s) = (client.clone(), subject.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let payload = serde_json::to_vec(&Announcement {
                 id: me.id.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -73,7 +80,7 @@ impl Presence {
             }
         });
         let me = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
                 let Ok(mut sub) = client.subscribe(subject.clone()).await else {
                     tokio::time::sleep(Duration::from_millis(500)).await;

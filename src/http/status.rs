@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{Broker, NodeSeen};
+use crate::broker::NodeSeen;
 use crate::chains::{ChainView, Mode};
 use crate::node::Node;
 
@@ -242,9 +242,10 @@ fn report(state: &StatusState) -> StatusReport {
                 status: up_down(store_up),
             },
             broker: Component {
-                kind: match &*node.broker {
-                    Broker::Local(_) => "local",
-                    Broker::Nats(_) => "nats",
+                kind: if node.broker.is_cluster() {
+                    "nats"
+                } else {
+                    "local"
                 },
                 status: up_down(broker_up),
             },
@@ -267,9 +268,10 @@ fn report(state: &StatusState) -> StatusReport {
             ack_timeouts: c.ack_timeouts as u64,
         },
         cluster: Cluster {
-            mode: match &*node.broker {
-                Broker::Local(_) => "single",
-                Broker::Nats(_) => "nats",
+            mode: if node.broker.is_cluster() {
+                "nats"
+            } else {
+                "single"
             },
             nodes: node.broker.nodes(),
         },

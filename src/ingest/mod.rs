@@ -6,7 +6,6 @@
 //! commit listener, in commit order, so a push is never sent for a publication that is not
 //! committed. Market data is ephemeral and goes to the hub directly.
 pub mod jetstream;
-mod listener;
 pub mod validate;
 
 use std::sync::Arc;
@@ -21,7 +20,6 @@ use crate::node::Node;
 use crate::protocol::caip::ChainId;
 use crate::protocol::Position;
 use crate::protocol::{Channel, Namespace};
-pub use listener::HubListener;
 pub use validate::{validate, ItemError, Rejection, Validated};
 
 /// What happened to one accepted publication.
