@@ -67,6 +67,7 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Where `/metrics` is served when `metrics.listen` gives it its own listener.
     pub metrics_addr: Option<SocketAddr>,
+    /// The HTTP server, stopped with the stop signal.
     server: tokio::task::JoinHandle<()>,
     /// The JetStream consumer, when `ingest.jetstream.url` is set; stopped first on drain.
     ingest: Option<Ingest>,

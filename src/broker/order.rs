@@ -14,14 +14,20 @@ pub enum Verdict<T> {
     /// Release these, in order.
     Release(Vec<T>),
     /// Held: a gap before it. Fill it from history after `last` if it persists.
-    Gap { last: u64 },
+    Gap {
+        /// The last offset released.
+        last: u64,
+    },
 }
 
 /// Ordering state of one stream on this node.
 #[derive(Debug)]
 pub struct Orderer<T> {
+    /// The epoch followed; an arrival of another one starts over.
     epoch: Option<String>,
+    /// The last offset released: everything at or below it was released or skipped.
     last: u64,
+    /// Early arrivals, above `last + 1`, by offset.
     held: BTreeMap<u64, T>,
 }
 
@@ -45,6 +51,7 @@ impl<T> Orderer<T> {
         }
     }
 
+    /// The last offset released.
     pub fn last(&self) -> u64 {
         self.last
     }
@@ -93,6 +100,7 @@ impl<T> Orderer<T> {
         held.into_values().collect()
     }
 
+    /// The epoch followed, once known.
     pub fn epoch(&self) -> Option<&str> {
         self.epoch.as_deref()
     }

@@ -1,10 +1,11 @@
 //! Ingest: publications coming in (the HTTP publish API, the JetStream consumer), validated,
-//! made durable, counted as chain signs of life once committed, and handed to the hub for
-//! fan-out.
+//! made durable, counted as chain signs of life once committed, and handed to the broker for
+//! fan-out on every node.
 //!
-//! Account activity is appended to the history first; the hub hears of it from the history's
-//! commit listener, in commit order, so a push is never sent for a publication that is not
-//! committed. Market data is ephemeral and goes to the hub directly.
+//! Account activity is appended to the history first; the broker hears of it from the
+//! history's commit listener (the broker's outlet), in commit order, so a push is never sent
+//! for a publication that is not committed. Market data is ephemeral and goes to the broker
+//! directly.
 pub mod jetstream;
 pub mod validate;
 
@@ -26,9 +27,12 @@ pub use validate::{validate, ItemError, Rejection, Validated};
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
+    /// The canonical channel it was published on.
     pub channel: String,
+    /// The message id of account activity (the same on every delivery and replay).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
+    /// The stream position of account activity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
     /// True when the idempotency key was already stored: not delivered again.
@@ -39,6 +43,7 @@ pub struct Outcome {
 /// Publishing failed after validation; nothing was delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// The history store or the cluster broker cannot take it now; retry later.
     #[error("publishing is unavailable: {0}")]
     Unavailable(String),
 }
