@@ -8,9 +8,10 @@
 //! - `chains.<chainId>.heartbeat`: a sign of life of the chain (the body is ignored).
 //!
 //! Guarantees, and how they hold:
-//! - **Ack after commit.** The valid messages of a batch go through [`ingest::publish`] in one
-//!   call (one group commit); each is acknowledged to JetStream only after that call returned,
-//!   so a crash before the commit leaves them unacknowledged and JetStream redelivers them.
+//! - **Ack after commit.** The valid messages of a batch go through
+//!   [`crate::ingest::publish`] in one call (one group commit); each is acknowledged to
+//!   JetStream only after that call returned, so a crash before the commit leaves them
+//!   unacknowledged and JetStream redelivers them.
 //! - **No double delivery.** The idempotency key is the publisher's `Nats-Msg-Id` header, else
 //!   `js:<stream>:<stream sequence>`: both are the same on every redelivery, so a message
 //!   committed before a crash but never acknowledged comes back as a duplicate of its stored
