@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     --skip-build) build=0; shift ;;
     --report) out="$2"; runs=0; build=0; shift 2 ;;
     --only) tools=("$2"); shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -154,7 +154,7 @@ for r in $(seq "$REPEATS"); do
 done
 
 python3 - "$out" "$REPEATS" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
-  "CONNS=$CONNS MSGS=$MSGS RATE=$RATE S4_CONNS=$S4_CONNS IN_FLIGHT=$IN_FLIGHT" \
+  "CONNS=$CONNS MSGS=$MSGS RATE=$RATE S4_CONNS=$S4_CONNS IN_FLIGHT=$IN_FLIGHT, gateway on cpu $SERVER_CPU, generator on cpu $GENERATOR_CPU" \
   "${tools[@]}" >"$out/results.md" <<'PY'
 import json, os, re, sys
 from collections import defaultdict
@@ -238,7 +238,7 @@ def fmt(x, d=0):
 
 unit = {"s1": "delivered message", "s4": "connection (connect + token + subscribe + close)"}
 print(f"# Where the CPU goes: instructions and syscalls (git {commit})\n")
-print(f"{params}, gateway on cpu {os.environ.get('SERVER_CPU', '0')}; each figure is (run with the larger workload - run with half of it) / (difference in work).\n")
+print(f"{params}; each figure is (run with the larger workload - run with half of it) / (difference in work).\n")
 
 summary = []
 for kind in ("s1", "s4"):
