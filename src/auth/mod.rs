@@ -2,7 +2,7 @@
 //! genuine, current and meant for this gateway, and who it was issued to.
 //!
 //! # Layout
-//! - [`config`]: the `[auth]` settings ([`AuthConfig`]).
+//! - [`AuthConfig`] (the `[auth]` section) lives in [`crate::config`].
 //! - [`verifier`]: [`Verifier`], token in, [`Claims`] or [`AuthError`] out.
 //! - `token`: the unverified first look at a token (shape, `alg`, `kid`).
 //! - `jwks`: the JWKS cache, with rate-limited, single-flight refresh.
@@ -21,14 +21,13 @@
 //! [`AuthError::reason`]. [`Verifier::verify`] counts its own failures; the HTTP layer calls
 //! [`record_failure`] for [`AuthError::Missing`].
 
-pub mod config;
 pub mod error;
 mod jwks;
 pub mod mint;
 mod token;
 pub mod verifier;
 
-pub use config::AuthConfig;
+pub use crate::config::AuthConfig;
 pub use error::{record_failure, AuthError, AuthSetupError};
 pub use mint::mint_hs256;
 pub use verifier::{Claims, Verifier};

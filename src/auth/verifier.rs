@@ -20,10 +20,10 @@ use serde_json::{Map, Value};
 use tracing::{debug, warn};
 use url::Url;
 
-use super::config::{non_empty, AuthConfig};
 use super::error::{record_failure, AuthError, AuthSetupError};
 use super::jwks::Jwks;
 use super::token::{self, Alg};
+use crate::config::{non_empty, AuthConfig};
 
 /// Timeout of one JWKS request, connection included. It bounds how long the single-flight
 /// gate can be held, and so how long clients with an unknown `kid` can wait.

@@ -17,7 +17,7 @@
 //! all but two of its connections, so a crowd of resumes cannot starve the writes.
 //!
 //! # Layout
-//! - `config`: [`StorageConfig`] and [`HistoryConfig`].
+//! - [`StorageConfig`] and [`HistoryConfig`] live in [`crate::config`].
 //! - `types`: publications in and out, positions, [`Recovery`], [`CommitListener`].
 //! - `error`: [`HistoryError`].
 //! - `plan`: offset assignment and idempotency for one batch (pure, shared by the backends).
@@ -35,7 +35,6 @@
 mod chain_state;
 mod checkpoints;
 mod committer;
-mod config;
 mod error;
 mod health;
 mod metrics;
@@ -55,8 +54,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use crate::config::{HistoryConfig, StorageConfig};
 pub use chain_state::StoredChain;
-pub use config::{HistoryConfig, StorageConfig};
 pub use error::HistoryError;
 pub use types::{
     CommitListener, Committed, NewPublication, Position, Recovery, RecoveryFailure, Stored,
@@ -116,7 +115,7 @@ impl History {
         cfg: &HistoryConfig,
         listener: Arc<dyn CommitListener>,
     ) -> Result<History, HistoryError> {
-        cfg.validate()?;
+        cfg.validate().map_err(HistoryError::Config)?;
         let store = Store::connect(storage).await?;
         store.migrate().await?;
         info!(url = %crate::config::redact::url(&storage.url), "History store opened.");
@@ -423,7 +422,7 @@ mod tests {
             max_batch: 0,
             ..HistoryConfig::default()
         };
-        assert!(matches!(bad.validate(), Err(HistoryError::Config(_))));
+        assert!(bad.validate().is_err());
         assert_eq!(StorageConfig::default().url, "sqlite://data/gateway.db");
     }
 }

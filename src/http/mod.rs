@@ -9,7 +9,6 @@ mod status;
 mod ws;
 
 pub use error::ApiError;
-pub use status::StatusConfig;
 
 use std::sync::Arc;
 

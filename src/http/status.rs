@@ -15,25 +15,11 @@ use axum::Router;
 use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::broker::{Broker, NodeSeen};
 use crate::chains::{ChainView, Mode};
 use crate::node::Node;
-
-/// `[status]` configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StatusConfig {
-    /// Serve `GET /status` and `GET /v1/status` (default true).
-    pub enabled: bool,
-}
-
-impl Default for StatusConfig {
-    fn default() -> Self {
-        Self { enabled: true }
-    }
-}
 
 /// The page, compiled in.
 const PAGE: &str = include_str!("status.html");
