@@ -54,6 +54,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::protocol::now_ms;
+
 pub use crate::config::{HistoryConfig, StorageConfig};
 pub use chain_state::StoredChain;
 pub use error::HistoryError;
@@ -211,7 +213,7 @@ impl History {
     /// writes nothing.
     pub async fn positions(&self, streams: &[String]) -> Result<Vec<Position>, HistoryError> {
         let states = self.read(self.inner.store.positions(streams)).await?;
-        let now = store::now_ms();
+        let now = now_ms();
         Ok(states
             .into_iter()
             .map(|state| match state {
@@ -242,7 +244,7 @@ impl History {
             (None, Some(row)) => row.state,
             (Some(at), row) => {
                 let created = row.as_ref().map(|r| r.created_at_ms);
-                match unborn::resolve(at, after.offset, created, store::now_ms(), self.age_ms()) {
+                match unborn::resolve(at, after.offset, created, now_ms(), self.age_ms()) {
                     unborn::Verdict::Failed(f) => return Ok(Recovery::Failed(f)),
                     unborn::Verdict::Nothing => {
                         return Ok(Recovery::Recovered {
