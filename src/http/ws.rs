@@ -160,5 +160,5 @@ fn refusal(refused: Refused, node: &Node) -> Response {
 
 fn unauthorized(err: &AuthError) -> Response {
     metrics::connection_attempt("unauthorized");
-    ApiError::with_code(StatusCode::UNAUTHORIZED, err.code(), err.message()).into_response()
+    ApiError::new(StatusCode::UNAUTHORIZED, err.code(), err.message()).into_response()
 }

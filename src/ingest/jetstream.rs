@@ -582,7 +582,7 @@ impl Consumer {
         }
         match validate_parts(channel, Some(id), data) {
             Ok(v) => Kind::Publication(v),
-            Err((code, reason)) => malformed(code, reason),
+            Err(e) => malformed(e.code.as_str(), e.message),
         }
     }
 
