@@ -164,7 +164,7 @@ impl AuthError {
 /// HTTP layer calls it for [`AuthError::Missing`], the one failure it builds itself. Every
 /// refusal is therefore counted exactly once.
 pub fn record_failure(err: &AuthError) {
-    metrics::counter!("gateway_auth_failures_total", "reason" => err.reason()).increment(1);
+    crate::metrics::auth_failure(err.reason());
 }
 
 // === AuthSetupError ===

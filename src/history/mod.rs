@@ -29,7 +29,6 @@
 //! - `checkpoints`: SQLite's WAL upkeep.
 //! - `chain_state`: operator modes and last signs of life of chains, for the chain registry.
 //! - `health`: the availability flag and the probe that restores it.
-//! - `metrics`: the metric names.
 //! - `unborn`: positions of streams that have no row.
 
 mod chain_state;
@@ -37,7 +36,6 @@ mod checkpoints;
 mod committer;
 mod error;
 mod health;
-mod metrics;
 mod plan;
 mod store;
 mod trimmer;
@@ -54,6 +52,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::metrics::history as metrics;
 use crate::protocol::now_ms;
 
 pub use crate::config::{HistoryConfig, StorageConfig};
