@@ -4,12 +4,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::admission::Admission;
 use crate::auth::Verifier;
 use crate::broker::Broker;
 use crate::chains::Chains;
 use crate::config::Settings;
 use crate::history::History;
-use crate::http::admission::Admission;
 use crate::hub::{ConnId, Hub};
 use crate::shutdown::Shutdown;
 
