@@ -3,6 +3,12 @@
 //!
 //! Durations are humantime strings (`500ms`, `10s`, `24h`) in files and env vars alike;
 //! lists in env vars are comma-separated. Every key is documented in docs/configuration.md.
+//!
+//! Each section's struct, defaults and checks live in a file of their own (`server`,
+//! `limits`, `auth`, `publish`, `chains`, `delivery`, `history`, `status`, `tls`,
+//! `observe`), re-exported here; this file holds [`Settings`], loading, and the checks that
+//! span sections. Besides `[broker]` and `[ingest.jetstream]`, the structs depend on no
+//! module of the gateway but [`crate::protocol`].
 mod auth;
 mod chains;
 mod delivery;
