@@ -17,12 +17,15 @@
 //!   system notifications derived from it.
 //! - [`ingest`]: validation of publications (HTTP API and the JetStream consumer), the
 //!   durable publish path and the history commit listener.
-//! - [`http`]: the axum router (WebSocket upgrade and its admission limits, publish, chains,
+//! - [`admission`]: who may open a WebSocket session (connection caps, allowed origins, the
+//!   client address behind trusted proxies).
+//! - [`http`]: the axum router (WebSocket upgrade, publish, chains,
 //!   health, metrics, the operator status page).
 //! - [`server`]: the accept loop with handshake and idle timeouts; [`tls`]: `wss://` and
 //!   certificate reloading.
 //! - [`node`]: the state one process shares; [`app`]: start and drain.
 //! - [`config`], [`metrics`], [`shutdown`], [`dev`] (the zero-configuration mode).
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod broker;

@@ -157,6 +157,11 @@ pub fn system_notifications(up: bool, n: u64) {
         .increment(n);
 }
 
+/// A refused client token, by [`AuthError::reason`](crate::auth::AuthError::reason).
+pub fn auth_failure(reason: &'static str) {
+    counter!("gateway_auth_failures_total", "reason" => reason).increment(1);
+}
+
 /// A rejected publish request, by code.
 pub fn publish_rejected(code: &'static str) {
     counter!("gateway_publish_rejected_total", "code" => code).increment(1);
@@ -237,12 +242,32 @@ fn describe() {
         "Publish requests rejected, by code"
     );
     describe_counter!(
-        "gateway_history_streams_removed_total",
+        history::APPENDED,
+        "Publications appended to the history (duplicates excluded)"
+    );
+    describe_histogram!(
+        history::COMMIT_SECONDS,
+        "Duration of each history batch transaction, from BEGIN to COMMIT"
+    );
+    describe_histogram!(
+        history::BATCH_SIZE,
+        "Publications per history batch transaction (duplicates included)"
+    );
+    describe_counter!(
+        history::TRIMMED,
+        "Publications removed from the history by retention"
+    );
+    describe_counter!(
+        history::STREAMS_REMOVED,
         "Streams (account rows) removed once retention left them without publications"
     );
     describe_counter!(
-        "gateway_history_read_failures_total",
+        history::READ_FAILURES,
         "History reads (positions, resumes) that failed or timed out; the store stays available"
+    );
+    describe_gauge!(
+        history::AVAILABLE,
+        "1 while the history store takes writes, 0 while appends are refused"
     );
 }
 
@@ -329,5 +354,51 @@ pub fn describe_broker() {
     );
     for kind in ["publication", "chain"] {
         counter!("gateway_broker_not_sent_total", "kind" => kind).absolute(0);
+    }
+}
+
+/// The history's metrics. Labels: none (all bounded by construction).
+pub mod history {
+    use std::time::Duration;
+
+    use metrics::{counter, gauge, histogram};
+
+    pub(super) const APPENDED: &str = "gateway_history_appended_total";
+    pub(super) const COMMIT_SECONDS: &str = "gateway_history_commit_seconds";
+    pub(super) const BATCH_SIZE: &str = "gateway_history_batch_size";
+    pub(super) const TRIMMED: &str = "gateway_history_trimmed_total";
+    pub(super) const STREAMS_REMOVED: &str = "gateway_history_streams_removed_total";
+    pub(super) const READ_FAILURES: &str = "gateway_history_read_failures_total";
+    pub(super) const AVAILABLE: &str = "gateway_store_available";
+
+    /// One committed batch of `size` publications, `fresh` of them new, that took `took`.
+    pub fn batch_committed(size: usize, fresh: usize, took: Duration) {
+        counter!(APPENDED).increment(fresh as u64);
+        histogram!(COMMIT_SECONDS).record(took.as_secs_f64());
+        histogram!(BATCH_SIZE).record(size as f64);
+    }
+
+    /// Publications removed by retention.
+    pub fn trimmed(n: u64) {
+        if n > 0 {
+            counter!(TRIMMED).increment(n);
+        }
+    }
+
+    /// The store's availability for writes.
+    pub fn available(up: bool) {
+        gauge!(AVAILABLE).set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// Stream rows removed by retention.
+    pub fn streams_removed(n: usize) {
+        if n > 0 {
+            counter!(STREAMS_REMOVED).increment(n as u64);
+        }
+    }
+
+    /// A failed history read.
+    pub fn read_failed() {
+        counter!(READ_FAILURES).increment(1);
     }
 }

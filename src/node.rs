@@ -5,12 +5,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::admission::Admission;
 use crate::auth::Verifier;
 use crate::broker::{self, Broker, ChainSeen};
 use crate::chains::{Chains, Registry};
 use crate::config::Settings;
 use crate::history::History;
-use crate::http::admission::Admission;
 use crate::hub::{ConnId, Hub, Publication};
 use crate::protocol::caip::ChainId;
 use crate::protocol::Mode;

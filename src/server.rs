@@ -4,7 +4,7 @@
 //! (an upgrade included) must arrive within `server.handshake_timeout`. Accept errors such as
 //! running out of file descriptors back off instead of spinning. `server.max_connections`
 //! bounds the connections served here at once; a connection leaves this count when it is
-//! upgraded, and the WebSocket session then holds its own slot (`http::admission`). Each
+//! upgraded, and the WebSocket session then holds its own slot (`admission`). Each
 //! request carries the peer's address as `ConnectInfo`. With `server.tls`, the TLS handshake
 //! (see [`crate::tls`]) must also complete within `server.handshake_timeout`.
 

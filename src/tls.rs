@@ -19,49 +19,10 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-/// How often the certificate files are checked for a change, by default.
-const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
-
-// === TlsConfig ===
-
-/// `[server.tls]`: TLS on the main listener. Off unless both paths are set.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the certificate chain, the server's certificate first.
-    pub cert_path: Option<PathBuf>,
-    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1) of the first certificate.
-    pub key_path: Option<PathBuf>,
-    /// How often both files are checked for a change (modification time or size); a change
-    /// reloads them, as SIGHUP does.
-    #[serde(with = "humantime_serde")]
-    pub reload_interval: Duration,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            cert_path: None,
-            key_path: None,
-            reload_interval: DEFAULT_RELOAD_INTERVAL,
-        }
-    }
-}
-
-impl TlsConfig {
-    /// The certificate and key paths when TLS is on; an error when only one of them is set.
-    pub fn paths(&self) -> Result<Option<(&Path, &Path)>, TlsError> {
-        match (&self.cert_path, &self.key_path) {
-            (Some(cert), Some(key)) => Ok(Some((cert, key))),
-            (None, None) => Ok(None),
-            _ => Err(TlsError::Half),
-        }
-    }
-}
+use crate::config::TlsConfig;
 
 // === TlsError ===
 
@@ -93,6 +54,15 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+/// The certificate and key paths when TLS is on; an error when only one of them is set.
+fn paths(config: &TlsConfig) -> Result<Option<(&Path, &Path)>, TlsError> {
+    match (&config.cert_path, &config.key_path) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        _ => Err(TlsError::Half),
+    }
+}
+
 // === Tls ===
 
 /// The TLS side of the main listener: an acceptor and the certificate it presents.
@@ -108,7 +78,7 @@ pub struct Tls {
 impl Tls {
     /// Loads the certificate and key of `config`; `None` when TLS is off.
     pub fn from_config(config: &TlsConfig) -> Result<Option<Tls>, TlsError> {
-        let Some((cert_path, key_path)) = config.paths()? else {
+        let Some((cert_path, key_path)) = paths(config)? else {
             return Ok(None);
         };
         if config.reload_interval.is_zero() {

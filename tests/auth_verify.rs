@@ -88,7 +88,7 @@ async fn assert_refused(verifier: &Verifier, token: &str, code: &str, reason: &s
         Ok(claims) => panic!("expected {code}/{reason}, got {claims:?}"),
         Err(err) => {
             assert_eq!(
-                (err.code(), err.reason()),
+                (err.code().as_str(), err.reason()),
                 (code, reason),
                 "{err:?} for token {token:?}"
             )

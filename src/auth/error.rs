@@ -8,6 +8,8 @@
 
 use jsonwebtoken::errors::ErrorKind;
 
+use crate::protocol::ErrorCode;
+
 // === AuthError ===
 
 /// Why a client token was refused.
@@ -63,12 +65,13 @@ pub enum AuthError {
 
 impl AuthError {
     /// Stable wire code sent to the client in the 401 body: exactly one of
-    /// `"token_missing"`, `"token_invalid"`, `"token_expired"`, `"token_not_yet_valid"`.
-    pub fn code(&self) -> &'static str {
+    /// [`TokenMissing`](ErrorCode::TokenMissing), [`TokenInvalid`](ErrorCode::TokenInvalid),
+    /// [`TokenExpired`](ErrorCode::TokenExpired), [`TokenNotYetValid`](ErrorCode::TokenNotYetValid).
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Missing => "token_missing",
-            Self::Expired => "token_expired",
-            Self::NotYetValid => "token_not_yet_valid",
+            Self::Missing => ErrorCode::TokenMissing,
+            Self::Expired => ErrorCode::TokenExpired,
+            Self::NotYetValid => ErrorCode::TokenNotYetValid,
             Self::Malformed
             | Self::BadSignature
             | Self::AlgNone
@@ -78,7 +81,7 @@ impl AuthError {
             | Self::UnknownKid
             | Self::JwksUnavailable
             | Self::MissingClaim
-            | Self::LifetimeTooLong => "token_invalid",
+            | Self::LifetimeTooLong => ErrorCode::TokenInvalid,
         }
     }
 
@@ -161,7 +164,7 @@ impl AuthError {
 /// HTTP layer calls it for [`AuthError::Missing`], the one failure it builds itself. Every
 /// refusal is therefore counted exactly once.
 pub fn record_failure(err: &AuthError) {
-    metrics::counter!("gateway_auth_failures_total", "reason" => err.reason()).increment(1);
+    crate::metrics::auth_failure(err.reason());
 }
 
 // === AuthSetupError ===
@@ -247,14 +250,17 @@ mod tests {
                     "token_expired",
                     "token_not_yet_valid"
                 ]
-                .contains(&err.code()),
+                .contains(&err.code().as_str()),
                 "{err:?}"
             );
         }
-        assert_eq!(AuthError::Missing.code(), "token_missing");
-        assert_eq!(AuthError::Expired.code(), "token_expired");
-        assert_eq!(AuthError::NotYetValid.code(), "token_not_yet_valid");
-        assert_eq!(AuthError::JwksUnavailable.code(), "token_invalid");
+        assert_eq!(AuthError::Missing.code().as_str(), "token_missing");
+        assert_eq!(AuthError::Expired.code().as_str(), "token_expired");
+        assert_eq!(
+            AuthError::NotYetValid.code().as_str(),
+            "token_not_yet_valid"
+        );
+        assert_eq!(AuthError::JwksUnavailable.code().as_str(), "token_invalid");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! genuine, current and meant for this gateway, and who it was issued to.
 //!
 //! # Layout
-//! - [`config`]: the `[auth]` settings ([`AuthConfig`]).
+//! - [`AuthConfig`] (the `[auth]` section) lives in [`crate::config`].
 //! - [`verifier`]: [`Verifier`], token in, [`Claims`] or [`AuthError`] out.
+//! - `keys`: the `[auth]` settings turned into keys and claim checks.
+//! - `claims`: [`Claims`] and the payload checks of our own (`sub`, token lifetime).
 //! - `token`: the unverified first look at a token (shape, `alg`, `kid`).
 //! - `jwks`: the JWKS cache, with rate-limited, single-flight refresh.
 //! - [`error`]: [`AuthError`] (wire code, metric reason, client message),
@@ -21,14 +23,16 @@
 //! [`AuthError::reason`]. [`Verifier::verify`] counts its own failures; the HTTP layer calls
 //! [`record_failure`] for [`AuthError::Missing`].
 
-pub mod config;
+mod claims;
 pub mod error;
 mod jwks;
+mod keys;
 pub mod mint;
 mod token;
 pub mod verifier;
 
-pub use config::AuthConfig;
+pub use crate::config::AuthConfig;
+pub use claims::Claims;
 pub use error::{record_failure, AuthError, AuthSetupError};
 pub use mint::mint_hs256;
-pub use verifier::{Claims, Verifier};
+pub use verifier::Verifier;

@@ -13,17 +13,18 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
-use url::Url;
 
-use super::config::{non_empty, AuthConfig};
+use super::claims::{check_lifetime, claims, unix_now, Claims};
 use super::error::{record_failure, AuthError, AuthSetupError};
 use super::jwks::Jwks;
+use super::keys::{check_jwks_url, parse_pem, validation};
 use super::token::{self, Alg};
+use crate::config::{non_empty, AuthConfig};
 
 /// Timeout of one JWKS request, connection included. It bounds how long the single-flight
 /// gate can be held, and so how long clients with an unknown `kid` can wait.
@@ -33,17 +34,6 @@ const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LEEWAY: Duration = Duration::from_secs(10 * 60);
 /// HS256 secrets shorter than this are brute-forceable; RFC 7518 §3.2 asks for 256 bits.
 const MIN_HS256_SECRET_LEN: usize = 32;
-
-// === Claims ===
-
-/// What a verified token says about its holder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claims {
-    /// Subject: who the token was issued to. Never empty.
-    pub sub: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
-}
 
 // === Verifier ===
 
@@ -212,120 +202,6 @@ impl Inner {
     }
 }
 
-/// Refuses a JWKS URL that is not absolute `https`, or plain `http` to a host other than
-/// loopback (a JWKS served next to the gateway, in tests or a sidecar).
-fn check_jwks_url(url: &str) -> Result<(), AuthSetupError> {
-    let parsed = Url::parse(url).map_err(|_| AuthSetupError::InvalidJwksUrl)?;
-    match (parsed.scheme(), parsed.host()) {
-        ("https", Some(_)) => Ok(()),
-        ("http", Some(host)) if is_loopback(&host) => Ok(()),
-        ("http", Some(_)) => Err(AuthSetupError::InsecureJwksUrl),
-        _ => Err(AuthSetupError::InvalidJwksUrl),
-    }
-}
-
-fn is_loopback(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
-    }
-}
-
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Refuses a token that claims to live longer than `max_secs`, counted from its `iat` (when
-/// it has one) and from `now`. A valid signature does not make a month-long token safe: it
-/// stays usable that long once stolen.
-fn check_lifetime(
-    payload: &Map<String, Value>,
-    exp: u64,
-    now: u64,
-    max_secs: u64,
-) -> Result<(), AuthError> {
-    if exp.saturating_sub(now) > max_secs {
-        return Err(AuthError::LifetimeTooLong);
-    }
-    let iat = payload.get("iat").and_then(|iat| {
-        iat.as_u64()
-            .or_else(|| iat.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-    });
-    match iat {
-        Some(iat) if exp.saturating_sub(iat) > max_secs => Err(AuthError::LifetimeTooLong),
-        _ => Ok(()),
-    }
-}
-
-/// Parses a public key PEM for `alg`, refusing private keys outright: a private key in the
-/// gateway's config is a leak waiting to happen, and the PEM parser would half-accept it.
-fn parse_pem(pem: &str, setting: &'static str, alg: Alg) -> Result<DecodingKey, AuthSetupError> {
-    if pem.contains("PRIVATE KEY") {
-        return Err(AuthSetupError::PrivateKeyGiven { setting });
-    }
-    let invalid = |source| AuthSetupError::InvalidKey { setting, source };
-    let key = match alg {
-        Alg::Rs256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
-        Alg::Es256 | Alg::Hs256 => DecodingKey::from_ec_pem(pem.as_bytes()),
-    }
-    .map_err(invalid)?;
-    // A trial verification builds the verifier, which is where a key of the wrong curve
-    // (say P-384 for ES256) is found. The signature is garbage; only an `Err` matters.
-    jsonwebtoken::crypto::verify("AA", b"probe", &key, alg.to_jwt()).map_err(invalid)?;
-    Ok(key)
-}
-
-/// The claim checks for tokens signed with `alg`.
-fn validation(alg: Alg, cfg: &AuthConfig) -> Validation {
-    let mut v = Validation::new(alg.to_jwt());
-    v.leeway = cfg.leeway.as_secs();
-    v.validate_exp = true;
-    v.validate_nbf = true;
-    let mut required = vec!["exp", "sub"];
-    // jsonwebtoken checks iss/aud only when present, so a configured one must also be
-    // required, or a token simply omitting it would pass.
-    if let Some(issuer) = non_empty(&cfg.issuer) {
-        v.set_issuer(&[issuer]);
-        required.push("iss");
-    }
-    match non_empty(&cfg.audience) {
-        Some(audience) => {
-            v.set_audience(&[audience]);
-            required.push("aud");
-        }
-        // Without a configured audience, a token's `aud` is someone else's business;
-        // jsonwebtoken would otherwise refuse every token that has one.
-        None => v.validate_aud = false,
-    }
-    v.set_required_spec_claims(&required);
-    v
-}
-
-/// Extracts our claims from a payload that already passed validation.
-fn claims(payload: &Map<String, Value>) -> Result<Claims, AuthError> {
-    let sub = payload
-        .get("sub")
-        .and_then(Value::as_str)
-        .filter(|sub| !sub.is_empty())
-        .ok_or(AuthError::MissingClaim)?;
-    // Validation accepted `exp` as a number; JSON allows it to be written as a float.
-    let exp = payload
-        .get("exp")
-        .and_then(|exp| {
-            exp.as_u64()
-                .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-        })
-        .ok_or(AuthError::MissingClaim)?;
-    Ok(Claims {
-        sub: sub.to_owned(),
-        exp,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,37 +296,6 @@ mod tests {
             Verifier::new(&no_audience),
             Err(AuthSetupError::JwksWithoutAudience)
         ));
-    }
-
-    #[test]
-    fn lifetime_counts_from_iat_and_from_now() {
-        let payload = |json: &str| serde_json::from_str::<Map<String, Value>>(json).unwrap();
-        let day = 86_400;
-        let now = 1_700_000_000;
-        let ok = |json: &str, exp| check_lifetime(&payload(json), exp, now, day);
-        assert_eq!(ok(r#"{}"#, now + day), Ok(()));
-        assert_eq!(ok(r#"{}"#, now + day + 1), Err(AuthError::LifetimeTooLong));
-        let iat = format!(r#"{{"iat":{}}}"#, now - 10);
-        assert_eq!(ok(&iat, now + day - 10), Ok(()));
-        assert_eq!(ok(&iat, now + day - 9), Err(AuthError::LifetimeTooLong));
-        // An expired token's life is the `exp` check's business, not this one's.
-        assert_eq!(ok(r#"{"iat":5}"#, 10), Ok(()));
-    }
-
-    #[test]
-    fn claims_require_a_non_empty_sub() {
-        let payload = |json: &str| serde_json::from_str::<Map<String, Value>>(json).unwrap();
-        assert_eq!(
-            claims(&payload(r#"{"sub":"0xabc","exp":1700000000.5}"#)).unwrap(),
-            Claims {
-                sub: "0xabc".into(),
-                exp: 1_700_000_000
-            }
-        );
-        assert_eq!(
-            claims(&payload(r#"{"sub":"","exp":1}"#)).unwrap_err(),
-            AuthError::MissingClaim
-        );
     }
 
     #[test]

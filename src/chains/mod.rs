@@ -14,16 +14,15 @@
 //! throttled), so that a restarted or joining node starts from the deployment's view.
 //!
 //! # Layout
-//! - `config`: [`ChainsConfig`].
+//! - [`ChainsConfig`] (the `[chains]` section) lives in [`crate::config`].
 //! - `rule`: the rule, its inputs and the [`ChainView`] that explains it.
 //! - `registry`: the state of every chain under the rule, and the events ([`Registry`], fed
 //!   by the broker with the other nodes' signs of life and modes).
-mod config;
 mod registry;
 mod rule;
 
+pub use crate::config::ChainsConfig;
 pub use crate::protocol::Mode;
-pub use config::ChainsConfig;
 pub use registry::{ChainEvent, ChainRefused, Registry};
 pub use rule::{ChainView, Inputs};
 

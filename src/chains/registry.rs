@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
-use super::config::ChainsConfig;
 use super::rule::{view_of, ChainView, Entry, NodeInputs};
+use crate::config::ChainsConfig;
 use crate::metrics;
 use crate::protocol::caip::ChainId;
 use crate::protocol::Mode;

@@ -3,21 +3,42 @@
 //!
 //! Durations are humantime strings (`500ms`, `10s`, `24h`) in files and env vars alike;
 //! lists in env vars are comma-separated. Every key is documented in docs/configuration.md.
+//!
+//! Each section's struct, defaults and checks live in a file of their own (`server`,
+//! `limits`, `auth`, `publish`, `chains`, `delivery`, `history`, `status`, `tls`,
+//! `observe`, `broker`, `jetstream`), re-exported here; this file holds [`Settings`], loading, and the checks that
+//! span sections. The structs depend on no module of the gateway but
+//! [`crate::protocol`].
+mod auth;
 mod broker;
+mod chains;
+mod delivery;
+mod history;
 mod jetstream;
+mod limits;
+mod observe;
+mod publish;
 pub mod redact;
 pub mod serde_helpers;
+mod server;
+mod status;
+mod tls;
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::AuthConfig;
-use crate::chains::ChainsConfig;
-use crate::history::{HistoryConfig, StorageConfig};
-use crate::http::StatusConfig;
-use serde_helpers::{net_list, string_list};
+pub(crate) use auth::non_empty;
+pub use auth::AuthConfig;
+pub use chains::ChainsConfig;
+pub use delivery::DeliveryConfig;
+pub use history::{HistoryConfig, StorageConfig};
+pub use limits::LimitsConfig;
+pub use observe::{LogConfig, MetricsConfig};
+pub use publish::{AdminConfig, PublishConfig};
+pub use server::ServerConfig;
+pub use status::StatusConfig;
+pub use tls::TlsConfig;
 
 pub use broker::BrokerConfig;
 pub use jetstream::JetStreamConfig;
@@ -26,188 +47,34 @@ pub use jetstream::JetStreamConfig;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// `[server]`.
     pub server: ServerConfig,
+    /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[auth]`.
     pub auth: AuthConfig,
+    /// `[publish]`.
     pub publish: PublishConfig,
+    /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[chains]`.
     pub chains: ChainsConfig,
+    /// `[delivery]`.
     pub delivery: DeliveryConfig,
+    /// `[storage]`.
     pub storage: StorageConfig,
+    /// `[broker]`.
     pub broker: BrokerConfig,
+    /// `[history]`.
     pub history: HistoryConfig,
+    /// `[ingest]`.
     pub ingest: IngestConfig,
+    /// `[log]`.
     pub log: LogConfig,
+    /// `[status]`.
     pub status: StatusConfig,
+    /// `[metrics]`.
     pub metrics: MetricsConfig,
-}
-
-/// `[server]`: listening, timeouts, buffers, drain.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    pub listen: String,
-    /// `Some(true)` forces dev mode, `Some(false)` forbids it; unset: dev mode when nothing
-    /// at all is configured (no file, no `GATEWAY__*` variable).
-    pub dev: Option<bool>,
-    #[serde(with = "humantime_serde")]
-    pub handshake_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub ping_interval: Duration,
-    #[serde(with = "humantime_serde")]
-    pub drain_window: Duration,
-    pub max_message_bytes: usize,
-    pub max_queue_bytes: usize,
-    pub read_buffer_bytes: usize,
-    pub write_buffer_bytes: usize,
-    /// WebSocket sessions at once (and HTTP connections being served at once); an upgrade
-    /// past it gets 503 `over_capacity`.
-    pub max_connections: usize,
-    /// WebSocket sessions at once from one client address (IPv6: one /64); past it, 429
-    /// `too_many_connections`.
-    pub max_connections_per_ip: usize,
-    /// Peers (CIDR blocks or addresses) whose `X-Forwarded-For` / `Forwarded` names the
-    /// client address; empty: the socket's peer is the client.
-    #[serde(deserialize_with = "net_list")]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// `Origin` values an upgrade may carry; empty: any. Requests without `Origin` pass.
-    #[serde(deserialize_with = "string_list")]
-    pub allowed_origins: Vec<String>,
-    /// `[server.tls]`: serve `wss://` directly.
-    pub tls: crate::tls::TlsConfig,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            dev: None,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            ping_interval: Duration::from_secs(30),
-            drain_window: Duration::from_secs(10),
-            max_message_bytes: 64 * 1024,
-            max_queue_bytes: 1024 * 1024,
-            read_buffer_bytes: 1024,
-            write_buffer_bytes: 4096,
-            max_connections: 100_000,
-            max_connections_per_ip: 1000,
-            trusted_proxies: Vec::new(),
-            allowed_origins: Vec::new(),
-            tls: crate::tls::TlsConfig::default(),
-        }
-    }
-}
-
-/// `[limits]`: what one connection may ask for.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    pub max_channels_per_request: usize,
-    pub max_subscriptions_per_connection: usize,
-    pub requests_per_second: f64,
-    pub request_burst: u32,
-    pub errors_per_minute: usize,
-    /// Ack frames per second (their own token bucket; acks do not spend request tokens).
-    pub acks_per_second: f64,
-    /// Ack token bucket size.
-    pub ack_burst: u32,
-    /// `messageIds` in one ack frame.
-    pub max_ack_ids: usize,
-    /// Time a subscribe may take to register cluster interest for all its channels.
-    #[serde(with = "humantime_serde")]
-    pub subscribe_timeout: Duration,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_channels_per_request: 64,
-            max_subscriptions_per_connection: 256,
-            requests_per_second: 20.0,
-            request_burst: 50,
-            errors_per_minute: 10,
-            acks_per_second: 1000.0,
-            ack_burst: 2000,
-            max_ack_ids: 1024,
-            subscribe_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// `[publish]`: the publish API. `Debug` redacts the keys.
-#[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PublishConfig {
-    #[serde(deserialize_with = "string_list")]
-    pub api_keys: Vec<String>,
-    pub max_body_bytes: usize,
-    pub max_batch: usize,
-    /// Largest `data` of one publication, in bytes (JSON text as sent); its push must fit in
-    /// half of `server.max_queue_bytes` (checked at start).
-    pub max_publication_bytes: usize,
-}
-
-impl Default for PublishConfig {
-    fn default() -> Self {
-        Self {
-            api_keys: Vec::new(),
-            max_body_bytes: 1024 * 1024,
-            max_batch: 1000,
-            max_publication_bytes: 256 * 1024,
-        }
-    }
-}
-
-/// `[admin]`: the admin API. `Debug` redacts the keys.
-#[derive(Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
-    #[serde(deserialize_with = "string_list")]
-    pub api_keys: Vec<String>,
-}
-
-impl std::fmt::Debug for PublishConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublishConfig")
-            .field("api_keys", &redact::Keys(&self.api_keys))
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("max_batch", &self.max_batch)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for AdminConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminConfig")
-            .field("api_keys", &redact::Keys(&self.api_keys))
-            .finish()
-    }
-}
-
-/// `[delivery]`: acknowledged delivery (ack mode only).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeliveryConfig {
-    #[serde(with = "humantime_serde")]
-    pub ack_timeout: Duration,
-    pub max_retries: u32,
-    pub max_unacked: usize,
-    /// Publications one connection may have waiting for replay (all its resumes together).
-    pub max_replay: u64,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            ack_timeout: Duration::from_secs(10),
-            max_retries: 3,
-            max_unacked: 1024,
-            max_replay: 64_000,
-        }
-    }
 }
 
 /// `[ingest]`: publications from sources other than the HTTP API.
@@ -216,31 +83,6 @@ impl Default for DeliveryConfig {
 pub struct IngestConfig {
     /// `[ingest.jetstream]`: a JetStream stream, consumed by a durable shared by all nodes.
     pub jetstream: JetStreamConfig,
-}
-
-/// `[metrics]`: where `/metrics` is served.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Own listener for `/metrics` (e.g. `127.0.0.1:9090`), so it need not be public; the
-    /// main listener then answers `/metrics` with 404. Unset: served on `server.listen`.
-    pub listen: Option<String>,
-}
-
-/// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `text` or `json`.
-    pub format: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: "text".into(),
-        }
-    }
 }
 
 /// Configuration could not be loaded; the message names the source and the key.
@@ -254,7 +96,9 @@ pub enum ConfigError {
 
 /// Loaded settings and whether any source was given (for dev-mode auto-detection).
 pub struct Loaded {
+    /// The validated settings.
     pub settings: Settings,
+    /// Whether a file or any `GATEWAY__*` variable was given.
     pub configured: bool,
 }
 
@@ -293,7 +137,7 @@ impl Settings {
         }
         let largest = publish.max_publication_bytes.min(publish.max_body_bytes);
         let room = self.server.max_queue_bytes / 2;
-        let overhead = crate::hub::MAX_FRAME_OVERHEAD;
+        let overhead = crate::protocol::MAX_FRAME_OVERHEAD;
         if largest + overhead > room {
             return Err(ConfigError::Invalid(format!(
                 "a publication of {largest} bytes (the smaller of publish.max_publication_bytes \

@@ -17,7 +17,7 @@
 //! all but two of its connections, so a crowd of resumes cannot starve the writes.
 //!
 //! # Layout
-//! - `config`: [`StorageConfig`] and [`HistoryConfig`].
+//! - [`StorageConfig`] and [`HistoryConfig`] live in [`crate::config`].
 //! - `types`: publications in and out, positions, [`Recovery`], [`CommitListener`].
 //! - `error`: [`HistoryError`].
 //! - `plan`: offset assignment and idempotency for one batch (pure, shared by the backends).
@@ -29,16 +29,13 @@
 //! - `checkpoints`: SQLite's WAL upkeep.
 //! - `chain_state`: operator modes and last signs of life of chains, for the chain registry.
 //! - `health`: the availability flag and the probe that restores it.
-//! - `metrics`: the metric names.
 //! - `unborn`: positions of streams that have no row.
 
 mod chain_state;
 mod checkpoints;
 mod committer;
-mod config;
 mod error;
 mod health;
-mod metrics;
 mod plan;
 mod store;
 mod trimmer;
@@ -55,8 +52,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::metrics::history as metrics;
+use crate::protocol::now_ms;
+
+pub use crate::config::{HistoryConfig, StorageConfig};
 pub use chain_state::StoredChain;
-pub use config::{HistoryConfig, StorageConfig};
 pub use error::HistoryError;
 pub use types::{
     CommitListener, Committed, NewPublication, Position, Recovery, RecoveryFailure, Stored,
@@ -116,7 +116,7 @@ impl History {
         cfg: &HistoryConfig,
         listener: Arc<dyn CommitListener>,
     ) -> Result<History, HistoryError> {
-        cfg.validate()?;
+        cfg.validate().map_err(HistoryError::Config)?;
         let store = Store::connect(storage).await?;
         store.migrate().await?;
         info!(url = %crate::config::redact::url(&storage.url), "History store opened.");
@@ -212,7 +212,7 @@ impl History {
     /// writes nothing.
     pub async fn positions(&self, streams: &[String]) -> Result<Vec<Position>, HistoryError> {
         let states = self.read(self.inner.store.positions(streams)).await?;
-        let now = store::now_ms();
+        let now = now_ms();
         Ok(states
             .into_iter()
             .map(|state| match state {
@@ -243,7 +243,7 @@ impl History {
             (None, Some(row)) => row.state,
             (Some(at), row) => {
                 let created = row.as_ref().map(|r| r.created_at_ms);
-                match unborn::resolve(at, after.offset, created, store::now_ms(), self.age_ms()) {
+                match unborn::resolve(at, after.offset, created, now_ms(), self.age_ms()) {
                     unborn::Verdict::Failed(f) => return Ok(Recovery::Failed(f)),
                     unborn::Verdict::Nothing => {
                         return Ok(Recovery::Recovered {
@@ -423,7 +423,7 @@ mod tests {
             max_batch: 0,
             ..HistoryConfig::default()
         };
-        assert!(matches!(bad.validate(), Err(HistoryError::Config(_))));
+        assert!(bad.validate().is_err());
         assert_eq!(StorageConfig::default().url, "sqlite://data/gateway.db");
     }
 }

@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::committer::{self, Job};
 use super::health::Health;
 use super::metrics;
-use super::store::{now_ms, Maintenance, Store};
+use super::store::{Maintenance, Store};
 use super::{HistoryConfig, HistoryError};
 
 /// Rows per age-retention delete.
@@ -62,7 +62,7 @@ async fn trim_once(
     let deadline = tokio::time::Instant::now() + cfg.trim_interval;
     let out_of_time = || tokio::time::Instant::now() >= deadline;
     let age_ms = i64::try_from(cfg.retention_age.as_millis()).unwrap_or(i64::MAX);
-    let cutoff = now_ms().saturating_sub(age_ms);
+    let cutoff = crate::protocol::now_ms().saturating_sub(age_ms);
     let mut by_age = 0;
     loop {
         let work = Maintenance::TrimAge {

@@ -10,19 +10,21 @@ use crate::protocol::ErrorCode;
 /// An HTTP error with a stable code and a message saying what to do.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
-    pub code: &'static str,
+    /// The `error` member of the body.
+    pub code: ErrorCode,
+    /// The `message` member: what went wrong and what to do.
     pub message: String,
+    /// Further members of the body (e.g. `errors` of an invalid publish request).
     pub extra: Map<String, Value>,
+    /// `Retry-After` in seconds, when a retry can succeed later.
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// An error with `status`, `code` and `message`, nothing else in the body.
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::with_code(status, code.as_str(), message)
-    }
-
-    pub fn with_code(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -32,10 +34,12 @@ impl ApiError {
         }
     }
 
+    /// A 400 `invalid_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
     }
 
+    /// Adds `key` to the body.
     pub fn extra(mut self, key: &str, value: Value) -> Self {
         self.extra.insert(key.into(), value);
         self
@@ -45,7 +49,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Map::new();
-        body.insert("error".into(), self.code.into());
+        body.insert("error".into(), self.code.as_str().into());
         body.insert("message".into(), self.message.into());
         body.extend(self.extra);
         let mut response = (self.status, Json(Value::Object(body))).into_response();

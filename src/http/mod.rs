@@ -1,6 +1,5 @@
 //! The axum router: the WebSocket endpoint, the publish and chain APIs, health, metrics and
 //! the operator status page.
-pub mod admission;
 mod chains;
 mod error;
 mod keys;
@@ -9,7 +8,6 @@ mod status;
 mod ws;
 
 pub use error::ApiError;
-pub use status::StatusConfig;
 
 use std::sync::Arc;
 

@@ -20,7 +20,7 @@ pub async fn publish(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bo
     match handle(&node, &headers, body).await {
         Ok(r) => r,
         Err(e) => {
-            metrics::publish_rejected(e.code);
+            metrics::publish_rejected(e.code.as_str());
             e.into_response()
         }
     }
@@ -53,7 +53,7 @@ async fn handle(node: &Arc<Node>, headers: &HeaderMap, body: Body) -> Result<Res
         .filter(|(_, item)| item.payload.len() > max)
         .map(|(index, item)| ItemError {
             index,
-            code: ErrorCode::PublicationTooLarge.as_str(),
+            code: ErrorCode::PublicationTooLarge,
             message: format!(
                 "\"data\" is {} bytes, more than publish.max_publication_bytes ({max}): a push \
                  that large could not be queued to subscribers; split or shrink it",

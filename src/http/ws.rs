@@ -19,9 +19,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
-use super::admission::Refused;
 use super::error::ApiError;
 use super::keys::bearer;
+use crate::admission::Refused;
 use crate::auth::{self, AuthError};
 use crate::metrics;
 use crate::node::Node;
@@ -160,5 +160,5 @@ fn refusal(refused: Refused, node: &Node) -> Response {
 
 fn unauthorized(err: &AuthError) -> Response {
     metrics::connection_attempt("unauthorized");
-    ApiError::with_code(StatusCode::UNAUTHORIZED, err.code(), err.message()).into_response()
+    ApiError::new(StatusCode::UNAUTHORIZED, err.code(), err.message()).into_response()
 }

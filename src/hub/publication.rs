@@ -35,10 +35,8 @@ pub struct Durable {
     head: Box<str>,
 }
 
-/// Most bytes a push frame adds to its payload: the envelope, a subscription id (a UUID), a
-/// channel of up to `MAX_CHANNEL_LEN` bytes, the message id and position, `redelivered` and
-/// the timestamp (about 520 bytes at most), rounded up.
-pub const MAX_FRAME_OVERHEAD: usize = 1024;
+/// Most bytes a push frame adds to its payload (defined with the wire format).
+pub use crate::protocol::MAX_FRAME_OVERHEAD;
 
 const PREFIX: &str = r#"{"event":"data","subscriptionId":""#;
 const MID: &str = r#"","channel":""#;

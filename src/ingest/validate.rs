@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::protocol::caip::normalize_address;
-use crate::protocol::{Channel, ChannelError, Namespace};
+use crate::protocol::{Channel, ChannelError, ErrorCode, Namespace};
 
 /// The longest idempotency key accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -27,11 +27,33 @@ pub struct Validated {
     pub id: Option<String>,
 }
 
-/// One invalid item of a publish request.
+/// Why one publication is invalid: a stable code and a message saying what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Invalid {
+    /// The item code (`invalid_channel`, `invalid_data`, …).
+    pub code: ErrorCode,
+    /// What is wrong and what to fix.
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// One invalid item of a publish request, as listed in the `errors` of the reply.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ItemError {
+    /// The item's place in the request, from 0.
     pub index: usize,
-    pub code: &'static str,
+    /// The item code.
+    pub code: ErrorCode,
+    /// What is wrong and what to fix.
     pub message: String,
 }
 
@@ -103,7 +125,7 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
     for (index, item) in items.into_iter().enumerate() {
         match validate_item(item) {
             Ok(v) => valid.push(v),
-            Err((code, message)) => errors.push(ItemError {
+            Err(Invalid { code, message }) => errors.push(ItemError {
                 index,
                 code,
                 message,
@@ -118,11 +140,11 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
 }
 
 /// Validates one publication object `{channel, data, id?}` of the publish API.
-pub fn validate_item(item: &RawValue) -> Result<Validated, (&'static str, String)> {
+pub fn validate_item(item: &RawValue) -> Result<Validated, Invalid> {
     let invalid = || {
-        (
-            "invalid_publication",
-            "a publication must be an object {channel, data}".to_owned(),
+        Invalid::new(
+            ErrorCode::InvalidPublication,
+            "a publication must be an object {channel, data}",
         )
     };
     if !item.get().starts_with('{') {
@@ -133,60 +155,59 @@ pub fn validate_item(item: &RawValue) -> Result<Validated, (&'static str, String
         .keys()
         .find(|k| !matches!(**k, "channel" | "data" | "id"))
     {
-        return Err((
-            "invalid_publication",
+        return Err(Invalid::new(
+            ErrorCode::InvalidPublication,
             format!("unknown field \"{k}\"; a publication has channel, data and optional id"),
         ));
     }
     let channel = members
         .get("channel")
         .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-        .ok_or(("invalid_channel", "\"channel\" must be a string".to_owned()))?;
+        .ok_or_else(|| Invalid::new(ErrorCode::InvalidChannel, "\"channel\" must be a string"))?;
     let id = match members.get("id").map(|raw| raw.get()) {
         None | Some("null") => None,
         Some(raw) => match serde_json::from_str::<String>(raw) {
             Ok(s) => Some(s),
-            Err(_) => return Err(("invalid_id", id_rule())),
+            Err(_) => return Err(Invalid::new(ErrorCode::InvalidId, id_rule())),
         },
     };
     let data = members
         .get("data")
         .copied()
-        .ok_or(("invalid_data", "\"data\" must be a JSON object".to_owned()))?;
+        .ok_or_else(|| Invalid::new(ErrorCode::InvalidData, "\"data\" must be a JSON object"))?;
     validate_parts(channel, id, data)
 }
 
-/// The rules of the publish API for one publication, shared by every ingest path. The error
-/// is a stable code and a message saying what to fix.
+/// The rules of the publish API for one publication, shared by every ingest path.
 pub fn validate_parts(
     channel_text: String,
     id: Option<String>,
     data: &RawValue,
-) -> Result<Validated, (&'static str, String)> {
+) -> Result<Validated, Invalid> {
     if id.as_deref().is_some_and(|id| !valid_id(id)) {
-        return Err(("invalid_id", id_rule()));
+        return Err(Invalid::new(ErrorCode::InvalidId, id_rule()));
     }
     let channel = Channel::parse(&channel_text).map_err(|e| match e {
-        ChannelError::Reserved => ("reserved_channel", e.to_string()),
-        _ => ("invalid_channel", e.to_string()),
+        ChannelError::Reserved => Invalid::new(ErrorCode::ReservedChannel, e.to_string()),
+        _ => Invalid::new(ErrorCode::InvalidChannel, e.to_string()),
     })?;
-    let not_object = || ("invalid_data", "\"data\" must be a JSON object".to_owned());
+    let not_object = || Invalid::new(ErrorCode::InvalidData, "\"data\" must be a JSON object");
     if !data.get().starts_with('{') {
         return Err(not_object());
     }
     let probe: DataProbe<'_> = serde_json::from_str(data.get()).map_err(|e| {
-        (
-            "invalid_data",
+        Invalid::new(
+            ErrorCode::InvalidData,
             format!("\"data\" must be a JSON object with each member once ({e})"),
         )
     })?;
     if probe.request_id {
-        return Err(("reserved_field", "data must not contain \"requestId\": clients would take the push for a reply and drop it".into()));
+        return Err(Invalid::new(ErrorCode::ReservedField, "data must not contain \"requestId\": clients would take the push for a reply and drop it"));
     }
     let canonical = match &channel {
         Channel::AccountActivity(a) => {
             if a.account.chain.is_wildcard() {
-                return Err(("wildcard_chain", "account-activity publications must name a concrete chain (e.g. eip155:8453), not 0".into()));
+                return Err(Invalid::new(ErrorCode::WildcardChain, "account-activity publications must name a concrete chain (e.g. eip155:8453), not 0"));
             }
             if let Some(addr) = probe.address {
                 let ns = a.account.chain.namespace();
@@ -195,7 +216,7 @@ pub fn validate_parts(
                     .and_then(|s| normalize_address(ns, &s).ok())
                     .is_some_and(|s| s == a.account.address);
                 if !same {
-                    return Err(("address_mismatch", "data.address names another account than the channel: a wallet would show it as its own activity".into()));
+                    return Err(Invalid::new(ErrorCode::AddressMismatch, "data.address names another account than the channel: a wallet would show it as its own activity"));
                 }
             }
             a.canonical()
@@ -243,7 +264,7 @@ mod tests {
             let body = serde_json::json!({"channel": CH, "data": {}, "id": id}).to_string();
             match validate(body.as_bytes(), 10) {
                 Ok(_) => "ok",
-                Err(Rejection::Items(e)) => e[0].code,
+                Err(Rejection::Items(e)) => e[0].code.as_str(),
                 Err(Rejection::Body(_)) => "body",
             }
         };
@@ -255,10 +276,10 @@ mod tests {
         // The JetStream consumer hands the Nats-Msg-Id header to the same rules.
         let data = RawValue::from_string("{}".to_owned()).unwrap();
         let parts = |id: &str| validate_parts(CH.to_owned(), Some(id.to_owned()), &data);
-        assert_eq!(parts("a\0").unwrap_err().0, "invalid_id");
+        assert_eq!(parts("a\0").unwrap_err().code, ErrorCode::InvalidId);
         assert_eq!(
-            parts(&"x".repeat(MAX_ID_LEN + 1)).unwrap_err().0,
-            "invalid_id"
+            parts(&"x".repeat(MAX_ID_LEN + 1)).unwrap_err().code,
+            ErrorCode::InvalidId
         );
         assert!(parts("js:ACTIVITY:17").is_ok());
     }
@@ -284,7 +305,7 @@ mod tests {
         let Err(Rejection::Items(errs)) = validate(body.as_bytes(), 10) else {
             panic!()
         };
-        let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.index, e.code)).collect();
+        let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.index, e.code.as_str())).collect();
         assert_eq!(
             got,
             vec![
@@ -307,7 +328,7 @@ mod tests {
             format!(r#"{{"channel":"{CH}","data":{data}}}"#).as_bytes(),
             10,
         ) {
-            Err(Rejection::Items(e)) => e[0].code,
+            Err(Rejection::Items(e)) => e[0].code.as_str(),
             Ok(_) => "ok",
             Err(Rejection::Body(_)) => "body",
         };

@@ -48,7 +48,9 @@ pub struct MarketChannel {
     pub key: String,
 }
 
-/// Why a channel was refused; `code()` is the wire error code.
+/// Why a channel was refused. On the wire every variant is
+/// [`ErrorCode::InvalidChannel`](super::ErrorCode::InvalidChannel), except that the publish API
+/// reports [`Reserved`](Self::Reserved) as [`ErrorCode::ReservedChannel`](super::ErrorCode::ReservedChannel).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     #[error("channel is longer than {MAX_CHANNEL_LEN} bytes")]

@@ -13,10 +13,15 @@ pub use error::ErrorCode;
 pub use mode::Mode;
 pub use position::Position;
 
+/// Most bytes a push frame adds to its payload: the envelope, a subscription id (a UUID), a
+/// channel of up to `MAX_CHANNEL_LEN` bytes, the message id and position, `redelivered` and
+/// the timestamp (about 520 bytes at most), rounded up.
+pub const MAX_FRAME_OVERHEAD: usize = 1024;
+
 /// Milliseconds since the Unix epoch, as every `timestamp` on the wire.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }

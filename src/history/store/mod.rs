@@ -274,7 +274,7 @@ impl Writer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let now = now_ms();
+            let now = crate::protocol::now_ms();
             let (res, retry) = match self {
                 Writer::Sqlite(w) => {
                     let res = sqlite::commit(w, pubs, now).await;
@@ -388,14 +388,6 @@ pub(crate) fn sqlite_memory_used() -> u64 {
 /// True when the URL names a PostgreSQL database.
 pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

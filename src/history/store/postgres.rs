@@ -244,7 +244,7 @@ pub(super) async fn probe(pool: &PgPool) -> Result<(), sqlx::Error> {
         "INSERT INTO store_probe (id, at_ms) VALUES (1, $1) \
          ON CONFLICT (id) DO UPDATE SET at_ms = EXCLUDED.at_ms",
     )
-    .bind(super::now_ms())
+    .bind(crate::protocol::now_ms())
     .execute(pool)
     .await
     .map(|_| ())

@@ -505,7 +505,7 @@ pub(super) async fn probe(pool: &SqlitePool, min_free_bytes: u64) -> Result<(), 
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT OR REPLACE INTO store_probe (id, at_ms) VALUES (1, $1)")
-            .bind(super::now_ms())
+            .bind(crate::protocol::now_ms())
             .execute(&mut *tx)
             .await?;
         tx.commit().await

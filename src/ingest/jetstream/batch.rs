@@ -12,6 +12,7 @@ use super::subject::Subject;
 use crate::ingest::{self, validate::validate_parts, PublishError, Validated};
 use crate::metrics::ingest_messages as counted;
 use crate::protocol::caip::ChainId;
+use crate::protocol::ErrorCode;
 
 /// How long a redelivery is delayed after the history store refused a batch.
 const UNAVAILABLE_DELAY: Duration = Duration::from_secs(1);
@@ -23,7 +24,7 @@ enum Kind {
     /// A chain's sign of life.
     Heartbeat(ChainId),
     /// Not ingestible; terminated with this code and reason.
-    Malformed { code: &'static str, reason: String },
+    Malformed { code: ErrorCode, reason: String },
 }
 
 impl Consumer {
@@ -52,7 +53,7 @@ impl Consumer {
                     ack(&h.msg, AckKind::Ack).await;
                 }
                 Kind::Malformed { code, reason } => {
-                    tracing::warn!(subject = %h.msg.subject, seq = h.seq, code, %reason, "Malformed JetStream message terminated.");
+                    tracing::warn!(subject = %h.msg.subject, seq = h.seq, code = code.as_str(), %reason, "Malformed JetStream message terminated.");
                     counted("malformed", 1);
                     ack(&h.msg, AckKind::Term).await;
                 }
@@ -85,15 +86,15 @@ impl Consumer {
 
     /// Turns a message into the publication the publish API would have accepted.
     fn classify(&self, h: &Fetched) -> Kind {
-        let malformed = |code: &'static str, reason: String| Kind::Malformed { code, reason };
+        let malformed = |code: ErrorCode, reason: String| Kind::Malformed { code, reason };
         let channel = match Subject::parse(&self.config.subject_prefix, h.msg.subject.as_str()) {
             Ok(Subject::Heartbeat(chain)) => return Kind::Heartbeat(chain),
             Ok(Subject::Activity { channel }) => channel,
-            Err(reason) => return malformed("invalid_subject", reason),
+            Err(reason) => return malformed(ErrorCode::InvalidSubject, reason),
         };
         let data: &RawValue = match serde_json::from_slice(&h.msg.payload) {
             Ok(v) => v,
-            Err(e) => return malformed("invalid_json", format!("the body is not JSON ({e})")),
+            Err(e) => return malformed(ErrorCode::InvalidJson, format!("the body is not JSON ({e})")),
         };
         let id = h
             .msg
@@ -106,7 +107,7 @@ impl Consumer {
         let max = self.node.settings.publish.max_publication_bytes;
         if data.get().len() > max {
             return malformed(
-                "publication_too_large",
+                ErrorCode::PublicationTooLarge,
                 format!(
                     "the body is {} bytes, more than publish.max_publication_bytes ({max})",
                     data.get().len()
@@ -115,7 +116,7 @@ impl Consumer {
         }
         match validate_parts(channel, Some(id), data) {
             Ok(v) => Kind::Publication(v),
-            Err((code, reason)) => malformed(code, reason),
+            Err(e) => malformed(e.code, e.message),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! they must carry.
 //!
 //! This module only describes the settings and their defaults; turning them into usable
-//! keys (and rejecting bad ones) is [`Verifier::new`](super::Verifier::new)'s job.
+//! keys (and rejecting bad ones) is [`Verifier::new`](crate::auth::Verifier::new)'s job.
 
 use std::fmt;
 use std::time::Duration;
@@ -73,7 +73,7 @@ pub struct AuthConfig {
 impl AuthConfig {
     /// Whether at least one verification key (secret, PEM or JWKS URL) is configured.
     ///
-    /// Without one, [`Verifier::new`](super::Verifier::new) fails; the caller decides
+    /// Without one, [`Verifier::new`](crate::auth::Verifier::new) fails; the caller decides
     /// whether that means "refuse to start" or "run without authentication".
     pub fn has_any_key(&self) -> bool {
         [
@@ -110,16 +110,13 @@ impl fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field(
                 "hs256_secret",
-                &self
-                    .hs256_secret
-                    .as_ref()
-                    .map(|_| crate::config::redact::Redacted),
+                &self.hs256_secret.as_ref().map(|_| super::redact::Redacted),
             )
             .field("rsa_public_key_pem", &self.rsa_public_key_pem.is_some())
             .field("ec_public_key_pem", &self.ec_public_key_pem.is_some())
             .field(
                 "jwks_url",
-                &self.jwks_url.as_deref().map(crate::config::redact::url),
+                &self.jwks_url.as_deref().map(super::redact::url),
             )
             .field("jwks_cache_ttl", &self.jwks_cache_ttl)
             .field("jwks_min_refresh_interval", &self.jwks_min_refresh_interval)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::serde_helpers::string_list;
+use super::serde_helpers::string_list;
 
 /// `[chains]` configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,4 +1,5 @@
-//! Configuration of the history: where it is stored and how long it is kept.
+//! The `[storage]` and `[history]` sections: where the history is stored and how long it is
+//! kept.
 
 use std::time::Duration;
 
@@ -57,7 +58,7 @@ impl Default for StorageConfig {
 impl std::fmt::Debug for StorageConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageConfig")
-            .field("url", &crate::config::redact::url(&self.url))
+            .field("url", &super::redact::url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("sqlite_cache_mib", &self.sqlite_cache_mib)
             .finish()
@@ -78,22 +79,40 @@ impl Default for HistoryConfig {
 }
 
 impl HistoryConfig {
-    /// Rejects values that would make the history useless rather than failing later.
-    pub(crate) fn validate(&self) -> Result<(), crate::history::HistoryError> {
-        use crate::history::HistoryError::Config;
+    /// Rejects values that would make the history useless rather than failing later; the
+    /// message names the key and what to set.
+    pub fn validate(&self) -> Result<(), String> {
         if self.max_batch == 0 {
-            return Err(Config("history.max_batch must be at least 1".to_owned()));
+            return Err("history.max_batch must be at least 1".to_owned());
         }
         if self.retention_count == 0 {
-            return Err(Config(
+            return Err(
                 "history.retention_count must be at least 1 (recovery needs a history)".to_owned(),
-            ));
+            );
         }
         if self.trim_interval.is_zero() {
-            return Err(Config(
-                "history.trim_interval must be longer than 0s (e.g. \"30s\")".to_owned(),
-            ));
+            return Err("history.trim_interval must be longer than 0s (e.g. \"30s\")".to_owned());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let cfg = HistoryConfig::default();
+        assert_eq!(cfg.retention_count, 1000);
+        assert!(cfg.validate().is_ok());
+        let bad = HistoryConfig {
+            max_batch: 0,
+            ..HistoryConfig::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "history.max_batch must be at least 1"
+        );
     }
 }
