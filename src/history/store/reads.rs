@@ -17,9 +17,13 @@ pub(crate) struct StreamRow {
 
 /// A publication row read back for recovery.
 pub(crate) struct StoredRow {
+    /// Offset in the stream's current epoch.
     pub offset: u64,
+    /// Channel the publication was made on.
     pub channel: String,
+    /// JSON payload.
     pub payload: String,
+    /// Commit time, milliseconds since the Unix epoch.
     pub published_at_ms: i64,
 }
 
