@@ -4,27 +4,59 @@
 //! market-data channels, and receive pushes; indexers publish over HTTP; per-chain `up`/`down`
 //! system notifications tell wallets when to fall back to polling.
 //!
-//! # Layout
-//! - [`protocol`]: wire messages, the channel grammar (CAIP-2/10/19), error codes. No I/O.
-//! - [`auth`]: client token verification (HS256/RS256/ES256, PEM, JWKS).
-//! - [`broker`]: cross-node transport (in-process, or NATS with interest routing).
-//! - [`hub`]: this node's subscriptions and the fan-out of publications (serialised once).
-//! - [`session`]: one client connection: reader loop, writer task with a byte-bounded
-//!   queue, limits, subscriptions, acknowledged delivery.
-//! - [`client`]: a Rust client speaking the ack extension (tests, benchmarks, `tail`).
-//! - [`chains`]: the one owner of chain health (signs of life, operator overrides, the store's
-//!   and the broker's health, state kept across restarts and shared between nodes) and the
-//!   system notifications derived from it.
-//! - [`ingest`]: validation of publications (HTTP API and the JetStream consumer), the
-//!   durable publish path and the history commit listener.
-//! - [`admission`]: who may open a WebSocket session (connection caps, allowed origins, the
-//!   client address behind trusted proxies).
-//! - [`http`]: the axum router (WebSocket upgrade, publish, chains,
-//!   health, metrics, the operator status page).
+//! # Module map
+//!
+//! From the edge inward: the edge serves and starts; the node owns the parts; the parts move
+//! publications along the data path; the history keeps them, beside the leaves every other
+//! module may use.
+//!
+//! ## At the edge
+//! - [`app`]: starts a gateway (history, broker, chains, the node, then the listeners) and
+//!   drains it on shutdown.
 //! - [`server`]: the accept loop with handshake and idle timeouts; [`tls`]: `wss://` and
 //!   certificate reloading.
-//! - [`node`]: the state one process shares; [`app`]: start and drain.
-//! - [`config`], [`metrics`], [`shutdown`], [`dev`] (the zero-configuration mode).
+//! - [`http`]: the axum router: WebSocket upgrade, publish, chains, health, metrics, the
+//!   operator status page. Handlers reach everything through the [`node`].
+//!
+//! ## Ownership
+//! - [`node`]: owns the parts one process shares (settings, hub, history, broker, chains,
+//!   token verifier, admission, shutdown) behind one `Arc`.
+//! - [`admission`]: who may open a WebSocket session: the node-wide, per-address and
+//!   per-subject caps, the allowed origins, and the slot each open session holds.
+//!
+//! ## The data path
+//! An account-activity publication travels `ingest -> history -> broker -> hub -> session`,
+//! and no push leaves for a publication that is not committed:
+//! - [`ingest`]: validates publications (the HTTP publish API, the JetStream consumer) and
+//!   appends account activity to the history; its commit listener hands each committed
+//!   publication, in commit order, to the broker. Market data is ephemeral and goes to the
+//!   broker directly.
+//! - [`broker`]: cross-node transport: in-process, or NATS with interest routing, where a node
+//!   re-orders each stream by offset and fills gaps from the shared history.
+//! - [`hub`]: this node's subscriptions and the fan-out of publications (serialised once).
+//! - [`session`]: one client connection: reader loop, writer task with a byte-bounded queue,
+//!   limits, subscriptions, acknowledged delivery and replay from the history on resume.
+//! - [`chains`]: the one owner of chain health (signs of life, operator overrides, the store's
+//!   and the broker's health, state kept in the history store and shared through the broker)
+//!   and the system notifications the sessions send from it.
+//! - [`auth`]: client token verification (HS256/RS256/ES256, PEM, JWKS).
+//!
+//! ## The history
+//! - [`history`]: the durable publication log (SQLite or PostgreSQL): group commit, offsets
+//!   per stream and epoch, retention, resumes from a position, chain state. It depends on the
+//!   leaves only: it tells whoever implements [`history::CommitListener`] (the ingest's
+//!   listener) about each commit, and knows nothing of brokers, hubs or sessions.
+//!
+//! ## Leaves: nothing else of the crate
+//! - [`protocol`]: wire messages, the channel grammar (CAIP-2/10/19), [`protocol::Position`]
+//!   (the one position type), error codes. No I/O.
+//! - [`config`]: the settings file, each section's struct, validation, URL redaction.
+//! - [`metrics`]: metric names, help texts and the handles used on the hot path.
+//! - [`shutdown`]: the drain signal every session waits on, and readiness.
+//!
+//! ## Beside the gateway
+//! - [`client`]: a Rust client speaking the ack extension (tests, benchmarks, `tail`).
+//! - [`dev`]: the zero-configuration mode (dev keys, common chains, a ready token).
 pub mod admission;
 pub mod app;
 pub mod auth;

@@ -42,10 +42,3 @@ async fn bounded<T>(
         ))),
     }
 }
-
-impl History {
-    /// Why the store does not take writes, while [`History::is_available`] is false.
-    pub fn unavailable_reason(&self) -> String {
-        self.inner.health.reason()
-    }
-}

@@ -26,7 +26,9 @@ const MAX_YIELDS: usize = 4;
 
 /// One `append` call waiting for its batch.
 pub(crate) struct Request {
+    /// The publications, committed together in one batch (an append is never split).
     pub pubs: Vec<NewPublication>,
+    /// Where the outcome goes: one `Committed` per publication, in input order.
     pub reply: oneshot::Sender<Result<Vec<Committed>, HistoryError>>,
     /// Settles who decides the request's fate: the committer taking it into a batch, or the
     /// appender giving up on it. Whoever sets it first wins (`Claim`).
@@ -55,6 +57,7 @@ impl Claim {
 
 /// What the committer's queue carries.
 pub(crate) enum Job {
+    /// Publications to commit in the next batch.
     Append(Request),
     /// Runs alone, between two batches.
     Maintain(MaintenanceRequest),
@@ -62,7 +65,9 @@ pub(crate) enum Job {
 
 /// Maintenance waiting for its turn.
 pub(crate) struct MaintenanceRequest {
+    /// What to run.
     pub work: Maintenance,
+    /// Where the rows deleted (or the failure) go.
     pub reply: oneshot::Sender<Result<u64, HistoryError>>,
 }
 
@@ -82,10 +87,15 @@ pub(crate) async fn maintain(
 
 /// The committer task's state.
 pub(crate) struct Committer {
+    /// Where new writer connections come from.
     pub store: Store,
+    /// Told about each batch's new publications before their appenders are answered.
     pub listener: Arc<dyn CommitListener>,
+    /// Marked down when a batch fails in the store; while down, batches are refused.
     pub health: Arc<Health>,
+    /// The queue of appends and maintenance, in arrival order.
     pub rx: mpsc::Receiver<Job>,
+    /// Most publications in one batch (`history.max_batch`).
     pub max_batch: usize,
     /// On cancel the queue is closed and what is already in it is still committed.
     pub shutdown: CancellationToken,

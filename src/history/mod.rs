@@ -1,6 +1,7 @@
 //! The durable publication log: account-activity publications are appended to per-account
 //! streams before the publish API answers, and subscribers that acknowledge deliveries resume
-//! from a [`Position`] after reconnecting.
+//! from a [`Position`] after reconnecting. This file owns the [`History`] handle: opening the
+//! store, starting and stopping the background tasks, and the store's availability.
 //!
 //! A stream (one account across the chains of its namespace) has an epoch, a random string
 //! that changes whenever its history is lost, and offsets that start at 1, increase strictly
@@ -8,18 +9,23 @@
 //! lock), so several nodes may share one PostgreSQL.
 //!
 //! A stream's row exists only while it has publications: the first append creates it, and
-//! retention removes it once age retention deleted its last publication. Reads never write:
-//! the position of a stream without a row is an *unborn* position ([`unborn`]), from which a
-//! resume replays the stream's next incarnation from its first publication.
+//! retention removes it when age retention has deleted its last publication. Reads never
+//! write: the position of a stream without a row is an *unborn* position ([`unborn`]), from
+//! which a resume replays the stream's next incarnation from its first publication.
 //!
 //! Only the write path (the committer) decides whether the store is available; a failed read
 //! fails its caller alone. Reads share the pool with the committer but never take more than
 //! all but two of its connections, so a crowd of resumes cannot starve the writes.
 //!
+//! The history depends on no other part of the gateway but the leaves (`config`, `protocol`,
+//! `metrics`); its position type is [`crate::protocol::Position`], re-exported here.
+//!
 //! # Layout
 //! - [`StorageConfig`] and [`HistoryConfig`] live in [`crate::config`].
 //! - `types`: publications in and out, positions, [`Recovery`], [`CommitListener`].
 //! - `error`: [`HistoryError`].
+//! - `append`: the writer side of the handle ([`History::append`]).
+//! - `read`: the reader side of the handle ([`History::positions`], [`History::read_after`]).
 //! - `plan`: offset assignment and idempotency for one batch (pure, shared by the backends).
 //! - `store`: the SQLite and PostgreSQL backends behind one type, and their maintenance
 //!   (retention deletes, WAL checkpoints).
@@ -31,12 +37,14 @@
 //! - `health`: the availability flag and the probe that restores it.
 //! - `unborn`: positions of streams that have no row.
 
+mod append;
 mod chain_state;
 mod checkpoints;
 mod committer;
 mod error;
 mod health;
 mod plan;
+mod read;
 mod store;
 mod trimmer;
 mod types;
@@ -47,13 +55,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::metrics::history as metrics;
-use crate::protocol::now_ms;
 
 pub use crate::config::{HistoryConfig, StorageConfig};
 pub use chain_state::StoredChain;
@@ -64,14 +71,15 @@ pub use types::{
 
 pub(crate) use store::sqlite_memory_used;
 
-use committer::{Claim, Committer, Job, Request};
+use committer::{Committer, Job};
 use health::Health;
 use store::Store;
 
 /// Longest an `append`, `positions` or `read_after` waits for the store (a read: for a turn
-/// among the reads, then for its answer) before answering [`HistoryError::Unavailable`]. An append already in a batch being committed waits for that
-/// batch's outcome instead (at most `committer::COMMIT_TIMEOUT` more): its answer is never
-/// "unavailable" for publications that were in fact committed.
+/// among the reads, then for its answer) before answering [`HistoryError::Unavailable`]. An
+/// append already in a batch being committed waits for that batch's outcome instead (at most
+/// `committer::COMMIT_TIMEOUT` more): its answer is never "unavailable" for publications that
+/// were in fact committed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Appends queued for the committer before `append` waits for room (back-pressure).
@@ -95,6 +103,7 @@ struct Inner {
     reads: Semaphore,
     /// Age retention, which bounds how long an unborn position stays resumable.
     retention_age: Duration,
+    /// Whether the store takes writes: set by the committer, restored by the probe.
     health: Arc<Health>,
     /// Stops the committer (after it flushed its queue), the trimmer, the checkpoints and the
     /// probe.
@@ -158,7 +167,7 @@ impl History {
             inner: Arc::new(Inner {
                 tx,
                 store,
-                reads: Semaphore::new(read_turns(storage.max_connections)),
+                reads: Semaphore::new(read::read_turns(storage.max_connections)),
                 retention_age: cfg.retention_age,
                 health,
                 shutdown,
@@ -168,134 +177,14 @@ impl History {
         })
     }
 
-    /// Appends publications, all in one transaction with whatever else is queued, and
-    /// returns their positions in input order. Publications whose idempotency key is already
-    /// stored for their stream come back with the original position and `duplicate: true`.
-    pub async fn append(&self, batch: Vec<NewPublication>) -> Result<Vec<Committed>, HistoryError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        validate(&batch)?;
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(HistoryError::Closed);
-        }
-        if !self.inner.health.is_up() {
-            return Err(HistoryError::Unavailable(self.inner.health.reason()));
-        }
-        let (reply, mut answer) = oneshot::channel();
-        let claim = Arc::new(Claim::default());
-        let request = Request {
-            pubs: batch,
-            reply,
-            claim: claim.clone(),
-        };
-        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
-        let unavailable =
-            || HistoryError::Unavailable(format!("no commit within {CALL_TIMEOUT:?}"));
-        match tokio::time::timeout_at(deadline, self.inner.tx.send(Job::Append(request))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(HistoryError::Closed),
-            Err(_) => return Err(unavailable()),
-        }
-        // The committer answers every request it takes; a dropped sender means it stopped.
-        match tokio::time::timeout_at(deadline, &mut answer).await {
-            Ok(res) => res.map_err(|_| HistoryError::Closed)?,
-            // Still queued: it never will be committed.
-            Err(_) if claim.abandon() => Err(unavailable()),
-            // Already in a batch being committed: its outcome is the answer.
-            Err(_) => answer.await.map_err(|_| HistoryError::Closed)?,
-        }
-    }
-
-    /// Current top of each stream (result order = input order). A stream without publications
-    /// has no row, and its position is an unborn one (see [`unborn`]): reading a position
-    /// writes nothing.
-    pub async fn positions(&self, streams: &[String]) -> Result<Vec<Position>, HistoryError> {
-        let states = self.read(self.inner.store.positions(streams)).await?;
-        let now = now_ms();
-        Ok(states
-            .into_iter()
-            .map(|state| match state {
-                Some(s) => Position {
-                    epoch: s.epoch,
-                    offset: s.last_offset,
-                },
-                None => unborn::position(now),
-            })
-            .collect())
-    }
-
-    /// The publications after `after`, ascending, at most `limit` of them. From an unborn
-    /// position, the stream's first publications (its offsets, in the epoch it got).
-    pub async fn read_after(
-        &self,
-        stream: &str,
-        after: &Position,
-        limit: usize,
-    ) -> Result<Recovery, HistoryError> {
-        let store = &self.inner.store;
-        let row = self.read(store.stream_state(stream)).await?;
-        let state = match (unborn::handed_out_at(&after.epoch), row) {
-            (None, None) => return Ok(Recovery::Failed(RecoveryFailure::EpochChanged)),
-            (None, Some(row)) if row.state.epoch != after.epoch => {
-                return Ok(Recovery::Failed(RecoveryFailure::EpochChanged))
-            }
-            (None, Some(row)) => row.state,
-            (Some(at), row) => {
-                let created = row.as_ref().map(|r| r.created_at_ms);
-                match unborn::resolve(at, after.offset, created, now_ms(), self.age_ms()) {
-                    unborn::Verdict::Failed(f) => return Ok(Recovery::Failed(f)),
-                    unborn::Verdict::Nothing => {
-                        return Ok(Recovery::Recovered {
-                            publications: Vec::new(),
-                            more: false,
-                        })
-                    }
-                    // `resolve` answers `Continue` only for a row.
-                    unborn::Verdict::Continue => match row {
-                        Some(r) => r.state,
-                        None => return Ok(Recovery::Failed(RecoveryFailure::EpochChanged)),
-                    },
-                }
-            }
-        };
-        if after.offset > state.last_offset {
-            return Ok(Recovery::Failed(RecoveryFailure::BeyondEnd));
-        }
-        if after.offset == state.last_offset {
-            return Ok(Recovery::Recovered {
-                publications: Vec::new(),
-                more: false,
-            });
-        }
-        // One row past the limit tells whether more follow; the first row tells whether the
-        // next offset is still retained.
-        let rows = self
-            .read(store.read_rows(stream, after.offset, limit.saturating_add(1)))
-            .await?;
-        if rows.first().map(|r| r.offset) != Some(after.offset + 1) {
-            return Ok(Recovery::Failed(RecoveryFailure::Trimmed));
-        }
-        let more = rows.len() > limit;
-        let publications = rows
-            .into_iter()
-            .take(limit)
-            .map(|r| Stored {
-                channel: r.channel,
-                payload: Arc::from(r.payload),
-                position: Position {
-                    epoch: state.epoch.clone(),
-                    offset: r.offset,
-                },
-                published_at_ms: r.published_at_ms,
-            })
-            .collect();
-        Ok(Recovery::Recovered { publications, more })
-    }
-
     /// False while the store is failing; appends are refused until a probe succeeds.
     pub fn is_available(&self) -> bool {
         self.inner.health.is_up()
+    }
+
+    /// Why the store does not take writes, while [`History::is_available`] is false.
+    pub fn unavailable_reason(&self) -> String {
+        self.inner.health.reason()
     }
 
     /// Commits what is queued, stops the background tasks and closes the connections.
@@ -309,42 +198,6 @@ impl History {
         }
         self.inner.store.close().await;
     }
-
-    /// Runs a store read in its turn, with the call timeout. A failure answers this caller
-    /// only: the store's availability is the write path's to decide, so that failing or slow
-    /// reads (a storm of resumes) cannot stop the publishes.
-    async fn read<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, HistoryError> {
-        let turn_and_read = async {
-            // The semaphore is never closed, so acquiring only waits.
-            let _turn = self.inner.reads.acquire().await;
-            fut.await
-        };
-        let reason = match tokio::time::timeout(CALL_TIMEOUT, turn_and_read).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
-        };
-        metrics::read_failed();
-        Err(HistoryError::Unavailable(format!(
-            "a read failed: {reason}"
-        )))
-    }
-
-    /// Age retention in milliseconds.
-    fn age_ms(&self) -> i64 {
-        i64::try_from(self.inner.retention_age.as_millis()).unwrap_or(i64::MAX)
-    }
-}
-
-/// Concurrent reads allowed on a pool of `max_connections` (at least 2, as the pools are
-/// built): all but two, and at least one.
-fn read_turns(max_connections: u32) -> usize {
-    usize::try_from(max_connections.max(2) - 2)
-        .unwrap_or(usize::MAX)
-        .max(1)
 }
 
 // === Inner ===
@@ -364,47 +217,9 @@ pub async fn migrate(storage: &StorageConfig) -> Result<(), HistoryError> {
     res
 }
 
-/// Refuses what the store cannot hold, before it can fail a whole batch.
-fn validate(batch: &[NewPublication]) -> Result<(), HistoryError> {
-    for p in batch {
-        let has_nul = p.stream.contains('\0')
-            || p.channel.contains('\0')
-            || p.payload.contains('\0')
-            || p.idempotency_key
-                .as_deref()
-                .is_some_and(|k| k.contains('\0'));
-        if has_nul {
-            return Err(HistoryError::Invalid(format!(
-                "a publication to stream {:?} contains a NUL character, which the store cannot hold",
-                p.stream
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nul_characters_are_refused_up_front() {
-        let p = NewPublication {
-            stream: "s".to_owned(),
-            channel: "c".to_owned(),
-            payload: "{\"a\":\"\0\"}".to_owned(),
-            idempotency_key: None,
-        };
-        assert!(matches!(validate(&[p]), Err(HistoryError::Invalid(_))));
-    }
-
-    #[test]
-    fn reads_leave_two_connections_to_the_writes() {
-        assert_eq!(read_turns(8), 6);
-        assert_eq!(read_turns(3), 1);
-        assert_eq!(read_turns(2), 1);
-        assert_eq!(read_turns(0), 1, "pools have at least two connections");
-    }
 
     #[test]
     fn recovery_failures_have_wire_names() {

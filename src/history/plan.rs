@@ -14,16 +14,22 @@ pub(crate) const MAX_OFFSET: u64 = (1 << 53) - 1;
 /// A stream's row as read under its lock.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamState {
+    /// The stream's current epoch.
     pub epoch: String,
+    /// Highest offset handed out in that epoch (0 for a row just created).
     pub last_offset: u64,
 }
 
 /// A publication already stored under an idempotency key.
 #[derive(Debug, Clone)]
 pub(crate) struct Existing {
+    /// Its offset, in the stream's current epoch.
     pub offset: u64,
+    /// Its commit time, milliseconds since the Unix epoch.
     pub published_at_ms: i64,
+    /// Its channel.
     pub channel: String,
+    /// Its JSON payload.
     pub payload: String,
 }
 

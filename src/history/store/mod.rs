@@ -1,8 +1,24 @@
 //! The storage backends behind one type: SQLite (embedded, default) or PostgreSQL (shared by
-//! several nodes). Backend-specific SQL lives in `sqlite.rs` and `postgres.rs`; the queries
-//! both understand the same way are written once here.
+//! several nodes). This file owns connecting, migrating, probing and closing the store, and
+//! the committer's connection ([`Writer`]) with its commit retries. Backend-specific SQL lives
+//! in `sqlite` and `postgres`; what both understand the same way is written once, in `reads`
+//! (positions, replays), `maintenance` (retention, WAL upkeep) and `chain_state`.
 
+/// Runs the same code against whichever pool the store has.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+// The macro comes first: textual scope makes it visible to the submodules declared after it.
+mod chain_state;
+mod maintenance;
 mod postgres;
+mod reads;
 mod sqlite;
 
 use std::time::Duration;
@@ -10,10 +26,12 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Postgres, Row};
+use sqlx::Postgres;
 
-use super::plan::StreamState;
 use super::{Committed, HistoryError, NewPublication, StorageConfig};
+
+pub use chain_state::StoredChain;
+pub(crate) use maintenance::Maintenance;
 
 /// How long a write waits for a lock (SQLite) or a connection (both) before the store counts
 /// as unavailable.
@@ -25,13 +43,17 @@ const COMMIT_ATTEMPTS: usize = 3;
 /// A connection pool to one of the backends. Cheap to clone.
 #[derive(Clone)]
 pub(crate) enum Store {
+    /// The embedded database: one writer at a time.
     Sqlite(SqlitePool),
+    /// A server shared by several nodes: its row locks order their writers.
     Postgres(PgPool),
 }
 
 /// The connection the committer keeps between batches (saves a pool round trip per batch).
 pub(crate) enum Writer {
+    /// With what it knows of the streams it committed to.
     Sqlite(sqlite::SqliteWriter),
+    /// A plain connection: offsets are read under the rows' locks on every batch.
     Postgres(PoolConnection<Postgres>),
 }
 
@@ -42,44 +64,6 @@ pub(crate) enum CommitError {
     Store(sqlx::Error),
     /// The batch cannot be stored as it is; the store is fine.
     Rejected(HistoryError),
-}
-
-/// Writes that keep the store in shape, as opposed to appends.
-#[derive(Debug)]
-pub(crate) enum Maintenance {
-    /// Delete up to `limit` publications older than `cutoff_ms`, then the rows of the streams
-    /// this left without publications.
-    TrimAge { cutoff_ms: i64, limit: i64 },
-    /// Delete each stream's (by id) publications at or below its offset.
-    TrimCount(Vec<(i64, i64)>),
-    /// SQLite: make the WAL start over (see `sqlite::rewind_wal`).
-    RewindWal,
-}
-
-/// A stream's row as read for a position or a resume.
-pub(crate) struct StreamRow {
-    /// Epoch and last offset.
-    pub state: StreamState,
-    /// When the row was created (with the stream's first publications).
-    pub created_at_ms: i64,
-}
-
-/// A publication row read back for recovery.
-pub(crate) struct StoredRow {
-    pub offset: u64,
-    pub channel: String,
-    pub payload: String,
-    pub published_at_ms: i64,
-}
-
-/// Runs the same code against whichever pool the store has.
-macro_rules! on_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
-        }
-    };
 }
 
 // === Store ===
@@ -119,132 +103,6 @@ impl Store {
             Store::Sqlite(p) => Writer::Sqlite(sqlite::SqliteWriter::new(p.acquire().await?)),
             Store::Postgres(p) => Writer::Postgres(p.acquire().await?),
         })
-    }
-
-    /// Epoch and last offset of each stream that has a row (`None`: no row); result order =
-    /// input order. Writes nothing.
-    pub(crate) async fn positions(
-        &self,
-        streams: &[String],
-    ) -> Result<Vec<Option<StreamState>>, sqlx::Error> {
-        let mut out = Vec::with_capacity(streams.len());
-        for s in streams {
-            out.push(self.stream_state(s).await?.map(|row| row.state));
-        }
-        Ok(out)
-    }
-
-    /// A stream's row, if it has one.
-    pub(crate) async fn stream_state(
-        &self,
-        stream: &str,
-    ) -> Result<Option<StreamRow>, sqlx::Error> {
-        let row = on_pool!(self, p => {
-            let row = sqlx::query(
-                "SELECT epoch, last_offset, created_at_ms FROM streams WHERE stream = $1",
-            )
-            .bind(stream)
-            .fetch_optional(p)
-            .await?;
-            match row {
-                Some(r) => Some((
-                    r.try_get::<String, _>(0)?,
-                    r.try_get::<i64, _>(1)?,
-                    r.try_get::<i64, _>(2)?,
-                )),
-                None => None,
-            }
-        });
-        Ok(row.map(|(epoch, last, created_at_ms)| StreamRow {
-            state: StreamState {
-                epoch,
-                last_offset: u64::try_from(last).unwrap_or(0),
-            },
-            created_at_ms,
-        }))
-    }
-
-    /// Up to `limit` publications of a stream with offset > `after`, ascending.
-    pub(crate) async fn read_rows(
-        &self,
-        stream: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredRow>, sqlx::Error> {
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        on_pool!(self, p => {
-            let rows = sqlx::query(
-                "SELECT stream_offset, channel, payload, published_at_ms FROM publications \
-                 WHERE stream_id = (SELECT id FROM streams WHERE stream = $1) \
-                 AND stream_offset > $2 ORDER BY stream_offset LIMIT $3",
-            )
-            .bind(stream)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(p)
-            .await?;
-            rows.into_iter()
-                .map(|r| {
-                    Ok(StoredRow {
-                        offset: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
-                        channel: r.try_get(1)?,
-                        payload: r.try_get(2)?,
-                        published_at_ms: r.try_get(3)?,
-                    })
-                })
-                .collect()
-        })
-    }
-
-    /// True when the backend admits one writer at a time (SQLite): then retention and WAL
-    /// rewinds run in the committer, between batches, rather than beside it, where the
-    /// committer would wait for them in SQLite's busy handler (sleeps of up to 100 ms each).
-    pub(crate) fn single_writer(&self) -> bool {
-        matches!(self, Store::Sqlite(_))
-    }
-
-    /// Runs maintenance on a pooled connection, beside the committer: what PostgreSQL's
-    /// retention does. On SQLite that connection would be a second writer, so the trimmer
-    /// hands SQLite's work to the committer instead (`single_writer`).
-    pub(crate) async fn maintain(&self, work: &Maintenance) -> Result<u64, sqlx::Error> {
-        match self {
-            Store::Sqlite(p) => sqlite_maintain(&mut *p.acquire().await?, work).await,
-            Store::Postgres(p) => postgres_maintain(&mut *p.acquire().await?, work).await,
-        }
-    }
-
-    /// Up to `limit` streams (by id) holding more than `keep` publications since their last
-    /// count trim, with the offset up to which they must be trimmed.
-    pub(crate) async fn trim_candidates(
-        &self,
-        keep: u64,
-        limit: i64,
-    ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        on_pool!(self, p => {
-            let rows = sqlx::query(
-                "SELECT id, last_offset - $1 FROM streams \
-                 WHERE last_offset - $1 > trim_floor LIMIT $2",
-            )
-            .bind(keep)
-            .bind(limit)
-            .fetch_all(p)
-            .await?;
-            rows.into_iter()
-                .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
-                .collect()
-        })
-    }
-
-    /// Copies the SQLite WAL into the database file without blocking the committer and
-    /// returns whether the WAL has grown past the point where it must be rewound
-    /// ([`Maintenance::RewindWal`]); PostgreSQL checkpoints by itself.
-    pub(crate) async fn checkpoint(&self) -> Result<bool, sqlx::Error> {
-        match self {
-            Store::Sqlite(p) => Ok(sqlite::checkpoint(p).await? > sqlite::WAL_RESTART_FRAMES),
-            Store::Postgres(_) => Ok(false),
-        }
     }
 
     /// Succeeds when the store can take writes again (on SQLite: a real write, and at least
@@ -300,75 +158,12 @@ impl Writer {
         }
     }
 
-    /// Runs maintenance on the committer's connection; returns the rows deleted.
-    pub(crate) async fn maintain(&mut self, work: &Maintenance) -> Result<u64, sqlx::Error> {
-        match self {
-            Writer::Sqlite(w) => match work {
-                // The committer must not go on appending to a row that is gone.
-                Maintenance::TrimAge { cutoff_ms, limit } => {
-                    let (deleted, removed) = sqlite::trim_age(w.conn(), *cutoff_ms, *limit).await?;
-                    w.forget_streams(&removed);
-                    super::metrics::streams_removed(removed.len());
-                    Ok(deleted)
-                }
-                _ => sqlite_maintain(w.conn(), work).await,
-            },
-            Writer::Postgres(c) => postgres_maintain(c, work).await,
-        }
-    }
-
     /// Drops the connection for good: after an error its state is unknown.
     pub(crate) fn discard(self) {
         match self {
             Writer::Sqlite(w) => drop(w.detach()),
             Writer::Postgres(c) => drop(c.detach()),
         }
-    }
-}
-
-// === Maintenance ===
-
-impl Maintenance {
-    /// What it is, for logs and errors.
-    pub(crate) fn what(&self) -> &'static str {
-        match self {
-            Maintenance::TrimAge { .. } => "age retention",
-            Maintenance::TrimCount(_) => "count retention",
-            Maintenance::RewindWal => "the WAL rewind",
-        }
-    }
-}
-
-async fn sqlite_maintain(
-    conn: &mut sqlx::SqliteConnection,
-    work: &Maintenance,
-) -> Result<u64, sqlx::Error> {
-    match work {
-        // Only the committer's connection may remove streams (see `Writer::maintain`); this
-        // pooled path is not used for SQLite, whose maintenance runs in the committer.
-        Maintenance::TrimAge { cutoff_ms, limit } => {
-            let (deleted, removed) = sqlite::trim_age(conn, *cutoff_ms, *limit).await?;
-            super::metrics::streams_removed(removed.len());
-            Ok(deleted)
-        }
-        Maintenance::TrimCount(streams) => sqlite::trim_count(conn, streams).await,
-        Maintenance::RewindWal => sqlite::rewind_wal(conn).await,
-    }
-}
-
-async fn postgres_maintain(
-    conn: &mut sqlx::PgConnection,
-    work: &Maintenance,
-) -> Result<u64, sqlx::Error> {
-    match work {
-        Maintenance::TrimAge { cutoff_ms, limit } => {
-            let (deleted, removed) = postgres::trim_age(conn, *cutoff_ms, *limit).await?;
-            super::metrics::streams_removed(removed);
-            Ok(deleted)
-        }
-        Maintenance::TrimCount(streams) => postgres::trim_count(conn, streams).await,
-        // PostgreSQL manages its own WAL.
-        Maintenance::RewindWal => Ok(0),
     }
 }
 
@@ -401,7 +196,3 @@ mod tests {
         assert!(!is_postgres("sqlite://data/gateway.db"));
     }
 }
-
-// After `on_pool!`, which it uses.
-mod chain_state;
-pub use chain_state::StoredChain;

@@ -150,7 +150,11 @@ fn report(state: &StatusState) -> StatusReport {
                 status: up_down(store_up),
             },
             broker: Component {
-                kind: if node.broker.is_cluster() { "nats" } else { "local" },
+                kind: if node.broker.is_cluster() {
+                    "nats"
+                } else {
+                    "local"
+                },
                 status: up_down(broker_up),
             },
         },
@@ -172,7 +176,11 @@ fn report(state: &StatusState) -> StatusReport {
             ack_timeouts: c.ack_timeouts as u64,
         },
         cluster: Cluster {
-            mode: if node.broker.is_cluster() { "nats" } else { "single" },
+            mode: if node.broker.is_cluster() {
+                "nats"
+            } else {
+                "single"
+            },
             nodes: node.broker.nodes(),
         },
     }

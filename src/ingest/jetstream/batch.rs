@@ -94,7 +94,12 @@ impl Consumer {
         };
         let data: &RawValue = match serde_json::from_slice(&h.msg.payload) {
             Ok(v) => v,
-            Err(e) => return malformed(ErrorCode::InvalidJson, format!("the body is not JSON ({e})")),
+            Err(e) => {
+                return malformed(
+                    ErrorCode::InvalidJson,
+                    format!("the body is not JSON ({e})"),
+                )
+            }
         };
         let id = h
             .msg

@@ -1,98 +1,23 @@
-//! The embedded SQLite backend: one file in WAL mode, written by one transaction at a time
-//! (`BEGIN IMMEDIATE` takes the database's write lock up front, so a batch never fails
-//! half-way on a lock upgrade).
+//! The committer's side of SQLite: one batch in one transaction, with what the committer's
+//! connection knows of the streams it wrote, so that a batch of known streams is one round
+//! trip.
 
 use std::collections::HashMap;
-use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{CommitError, BUSY_TIMEOUT};
+use super::CHUNK;
 use crate::history::plan::{self, Existing, StreamState};
-use crate::history::{Committed, HistoryError, NewPublication, StorageConfig};
-
-/// Rows per multi-row statement: well under SQLite's 32766 bound variables.
-const CHUNK: usize = 500;
-
-/// WAL pages (4 KiB) past which a commit checkpoints itself: the backstop of `checkpoint`.
-const WAL_AUTOCHECKPOINT: u32 = 16384;
-
-/// Opens (creating the directory and file if needed) the database at `cfg.url`.
-pub(super) async fn connect(cfg: &StorageConfig) -> Result<SqlitePool, HistoryError> {
-    let opts = SqliteConnectOptions::from_str(&cfg.url)
-        .map_err(|e| {
-            HistoryError::Config(format!(
-                "storage.url is not a valid SQLite URL ({e}); use e.g. sqlite://data/gateway.db"
-            ))
-        })?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // NORMAL in WAL mode: a commit survives a crash of the process (not of the machine:
-        // a power cut may lose the last transactions, whose offsets would then be handed out
-        // again in the same epoch). The trade buys commits without an fsync each.
-        .synchronous(SqliteSynchronous::Normal)
-        // Index pages of recent streams stay cached rather than re-read each batch.
-        .pragma(
-            "cache_size",
-            format!("-{}", u64::from(cfg.sqlite_cache_mib) * 1024),
-        )
-        // The caches of all connections together: without it, each pool connection that ever
-        // ran a query keeps its own cache full, and RSS creeps up for as long as new
-        // connections get used (docs/benchmarks-log.md, "Memory over time"). The limit is
-        // process-wide; setting it on every connection sets the same value.
-        .pragma(
-            "soft_heap_limit",
-            (u64::from(cfg.sqlite_cache_mib) * 2 * 1024 * 1024).to_string(),
-        )
-        // Checkpoints (copying the WAL into the database file, then an fsync) run on their own
-        // connection (`checkpoint`), beside the committer rather than inside its commits.
-        // This bound only applies if they fall behind: then the commit that crosses it
-        // checkpoints, as SQLite does by default at 1000 pages.
-        .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
-        // A WAL that a burst grew past this is cut back to it when it starts over.
-        .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
-        .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(false);
-    let file = opts.get_filename().to_path_buf();
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            HistoryError::Config(format!(
-                "cannot create the directory {} for the history database: {e}; check the \
-                 path in storage.url and the gateway's file permissions",
-                dir.display()
-            ))
-        })?;
-    }
-    SqlitePoolOptions::new()
-        .max_connections(cfg.max_connections.max(2))
-        .acquire_timeout(BUSY_TIMEOUT * 2)
-        .connect_with(opts)
-        .await
-        .map_err(|e| {
-            HistoryError::Unavailable(format!(
-                "cannot open the SQLite database {}: {e}",
-                file.display()
-            ))
-        })
-}
-
-/// Runs the embedded migrations.
-pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), HistoryError> {
-    sqlx::migrate!("./migrations/sqlite")
-        .run(pool)
-        .await
-        .map_err(|e| HistoryError::Migration(e.to_string()))
-}
+use crate::history::store::CommitError;
+use crate::history::{Committed, NewPublication};
 
 /// The committer's connection, and the streams it has committed to.
 pub(crate) struct SqliteWriter {
+    /// Held between batches; dropped (never returned to the pool) after any store error.
     conn: PoolConnection<Sqlite>,
+    /// What `conn` has committed to `streams`, valid while it is the table's only writer.
     known: KnownStreams,
 }
 
@@ -109,8 +34,11 @@ pub(crate) struct SqliteWriter {
 #[derive(Default)]
 struct KnownStreams(HashMap<String, Known>);
 
+/// One stream as this connection last committed it.
 struct Known {
+    /// The row's id, the publications' `stream_id`.
     id: i64,
+    /// Epoch and last offset committed.
     state: StreamState,
 }
 
@@ -118,24 +46,27 @@ struct Known {
 const KNOWN_STREAMS: usize = 100_000;
 
 impl SqliteWriter {
-    pub(super) fn new(conn: PoolConnection<Sqlite>) -> SqliteWriter {
+    /// Wraps the committer's connection; nothing is known yet.
+    pub(crate) fn new(conn: PoolConnection<Sqlite>) -> SqliteWriter {
         SqliteWriter {
             conn,
             known: KnownStreams::default(),
         }
     }
 
-    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
+    /// The connection, for maintenance run between batches.
+    pub(crate) fn conn(&mut self) -> &mut SqliteConnection {
         &mut self.conn
     }
 
-    pub(super) fn detach(self) -> SqliteConnection {
+    /// Takes the connection out of the pool, so that dropping it closes it.
+    pub(crate) fn detach(self) -> SqliteConnection {
         self.conn.detach()
     }
 
     /// Forgets streams whose rows retention removed: their next publication creates a new row
     /// (a new id and epoch).
-    pub(super) fn forget_streams(&mut self, streams: &[String]) {
+    pub(crate) fn forget_streams(&mut self, streams: &[String]) {
         for s in streams {
             self.known.0.remove(s);
         }
@@ -143,14 +74,14 @@ impl SqliteWriter {
 
     /// Forgets the known streams, after a collision. Every write of a batch is `OR ROLLBACK`,
     /// so the collision has ended the transaction already.
-    pub(super) fn forget(&mut self) {
+    pub(crate) fn forget(&mut self) {
         self.known.0.clear();
     }
 }
 
 /// True for a uniqueness violation: under the write lock, after the key lookup, only a stale
 /// `KnownStreams` can cause one.
-pub(super) fn is_conflict(err: &sqlx::Error) -> bool {
+pub(crate) fn is_conflict(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
@@ -158,7 +89,7 @@ pub(super) fn is_conflict(err: &sqlx::Error) -> bool {
 /// streams not known yet and the stored idempotency keys, then the inserts, the new last
 /// offsets and `COMMIT` sent together. A failure leaves the transaction to the connection's
 /// end: the committer drops the connection after any store error.
-pub(super) async fn commit(
+pub(crate) async fn commit(
     w: &mut SqliteWriter,
     pubs: &[NewPublication],
     now_ms: i64,
@@ -316,7 +247,7 @@ async fn read_keys(
 ) -> Result<(), sqlx::Error> {
     for chunk in keyed.chunks(CHUNK) {
         // CROSS JOIN keeps the keys as the outer loop: each is one search of the unique
-        // index, where `(stream_id, key) IN (VALUES ...)` scanned the whole index.
+        // index (`(stream_id, key) IN (VALUES ...)` would scan the whole index).
         let mut qb = QueryBuilder::<Sqlite>::new("WITH k(s, key) AS (");
         qb.push_values(chunk, |mut b, (s, k)| {
             b.push_bind(ids.get(*s).copied().unwrap_or(-1))
@@ -368,173 +299,6 @@ fn read_stream(
         },
     );
     Ok(())
-}
-
-/// Deletes up to `limit` publications older than `cutoff_ms`, then the rows of the streams
-/// this left without publications; returns how many publications, and the streams removed.
-/// Runs on the committer's connection, which must forget the removed streams.
-pub(super) async fn trim_age(
-    conn: &mut SqliteConnection,
-    cutoff_ms: i64,
-    limit: i64,
-) -> Result<(u64, Vec<String>), sqlx::Error> {
-    // Rowids grow in commit order, and so does `published_at_ms` (one writer, one clock):
-    // the old publications are a prefix of the table, found without an index on the time.
-    // Only the first `limit` rows are looked at; a row that is not old ends the prefix.
-    let mut touched: Vec<i64> = sqlx::query_scalar(
-        "DELETE FROM publications WHERE rowid IN \
-         (SELECT rowid FROM publications ORDER BY rowid LIMIT $2) AND published_at_ms < $1 \
-         RETURNING stream_id",
-    )
-    .bind(cutoff_ms)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let deleted = touched.len() as u64;
-    touched.sort_unstable();
-    touched.dedup();
-    // Only a stream that just lost publications can have been left empty (count retention
-    // always keeps at least one), so the work is bounded by the chunk, not by the streams.
-    let mut removed = Vec::new();
-    for chunk in touched.chunks(CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM streams WHERE id IN (");
-        let mut sep = qb.separated(", ");
-        for id in chunk {
-            sep.push_bind(*id);
-        }
-        qb.push(
-            ") AND NOT EXISTS (SELECT 1 FROM publications p WHERE p.stream_id = streams.id) \
-             RETURNING stream",
-        );
-        for row in qb.build().persistent(false).fetch_all(&mut *conn).await? {
-            removed.push(row.try_get::<String, _>(0)?);
-        }
-    }
-    Ok((deleted, removed))
-}
-
-/// Deletes, per stream, the publications at or below `upto` and records the new floor.
-pub(super) async fn trim_count(
-    conn: &mut SqliteConnection,
-    streams: &[(i64, i64)],
-) -> Result<u64, sqlx::Error> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut deleted = 0;
-    for (stream, upto) in streams {
-        deleted +=
-            sqlx::query("DELETE FROM publications WHERE stream_id = $1 AND stream_offset <= $2")
-                .bind(stream)
-                .bind(upto)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        sqlx::query("UPDATE streams SET trim_floor = $2 WHERE id = $1 AND trim_floor < $2")
-            .bind(stream)
-            .bind(upto)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(deleted)
-}
-
-/// WAL frames (4 KiB pages) past which the WAL is rewound (`rewind_wal`).
-pub(super) const WAL_RESTART_FRAMES: i64 = 8192;
-
-/// Copies what the WAL holds into the database file without waiting for (or blocking) the
-/// committer (PASSIVE); returns the frames the WAL holds.
-pub(super) async fn checkpoint(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
-    let (_busy, frames, _copied): (i64, i64, i64) =
-        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(pool)
-            .await?;
-    Ok(frames)
-}
-
-/// Makes the WAL start over. Under a steady write load PASSIVE checkpoints alone never do:
-/// SQLite starts the WAL file over only when a writer finds every frame copied, and the
-/// committer has always appended a few more by then (a 10-minute run at 5,000 msgs/s left a
-/// 627 MB WAL and p99 latencies of 0.5 s). A RESTART checkpoint copies the frames left and
-/// makes the next transaction start the file over. It runs on the committer's connection,
-/// between two batches, so it never waits for a writer; it waits at most `RESTART_WAIT` for
-/// readers (a resume reading history) and is tried again at the next checkpoint if it gives up.
-pub(super) async fn rewind_wal(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
-    sqlx::query(&format!(
-        "PRAGMA busy_timeout = {}",
-        RESTART_WAIT.as_millis()
-    ))
-    .execute(&mut *conn)
-    .await?;
-    let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-        .execute(&mut *conn)
-        .await;
-    // An error here fails the job, and the committer drops the connection: it never keeps one
-    // that gives up on locks after milliseconds.
-    sqlx::query(&format!(
-        "PRAGMA busy_timeout = {}",
-        BUSY_TIMEOUT.as_millis()
-    ))
-    .execute(&mut *conn)
-    .await?;
-    restarted?;
-    Ok(0)
-}
-
-/// Longest a RESTART checkpoint waits for readers.
-const RESTART_WAIT: Duration = Duration::from_millis(20);
-
-/// Succeeds only if the database can take writes: the filesystem holding it has at least
-/// `min_free_bytes` available, and a real write commits. A probe that wrote nothing (or only
-/// reused room the WAL file already has) would pass on a full disk while every batch fails,
-/// and readiness would flap; a `SELECT 1` would even pass while another process holds the
-/// write lock. Answers why not, for the operators and the refused publishers.
-pub(super) async fn probe(pool: &SqlitePool, min_free_bytes: u64) -> Result<(), String> {
-    let file = pool.connect_options().get_filename().to_path_buf();
-    if let Some(free) = free_bytes(&file) {
-        if free < min_free_bytes {
-            return Err(format!(
-                "only {} MiB free on the filesystem of {} (storage.sqlite_min_free_mib = {}); \
-                 free some space there",
-                free / (1024 * 1024),
-                file.display(),
-                min_free_bytes / (1024 * 1024)
-            ));
-        }
-    }
-    let write = async {
-        let mut conn = pool.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT OR REPLACE INTO store_probe (id, at_ms) VALUES (1, $1)")
-            .bind(crate::protocol::now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
-    };
-    write.await.map_err(|e: sqlx::Error| e.to_string())
-}
-
-/// Bytes available to the gateway on the filesystem holding `file` (its directory, since the
-/// file may be gone); `None` where that cannot be told.
-fn free_bytes(file: &std::path::Path) -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let dir = file.parent().filter(|d| !d.as_os_str().is_empty())?;
-        let st = rustix::fs::statvfs(dir).ok()?;
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = file;
-        None
-    }
-}
-
-/// Bytes SQLite holds from the heap in this process (page caches, statements, schemas), for
-/// all connections together.
-pub(crate) fn memory_used() -> i64 {
-    // SAFETY: sqlite3_memory_used takes no arguments and only reads SQLite's own counter
-    // under its mutex; it is safe from any thread, before or after any connection opens.
-    unsafe { libsqlite3_sys::sqlite3_memory_used() }
 }
 
 /// Offsets are below 2^53, so they always fit.
