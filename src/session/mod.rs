@@ -243,7 +243,7 @@ impl Session {
     /// Removes the connection's subscriptions (and a pending subscribe's) from the hub and
     /// gives back their broker interest.
     fn cleanup(&mut self) {
-        self.abandon_pending();
+        self.abandon_waiting();
         let held = self.subs.drain();
         let m = metrics::get();
         let mut ids = HashSet::new();

@@ -21,6 +21,7 @@ use crate::protocol::{reply, Channel, ErrorCode, Position};
 /// A subscribe registered in the hub, not replied to yet.
 pub(super) struct PendingSubscribe {
     request_id: String,
+    /// The id the reply gives out; the hub entries carry it already.
     pub(super) subscription_id: Arc<str>,
     /// Its channels, in request order.
     pub(super) joining: Vec<Joining>,
@@ -36,6 +37,7 @@ pub(super) struct PendingSubscribe {
 
 /// One channel of a pending subscribe.
 pub(super) struct Joining {
+    /// The channel.
     pub(super) held: Held,
     /// The gate it is registered through, when it resumes.
     pub(super) gate: Option<Arc<Gate>>,

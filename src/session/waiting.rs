@@ -93,7 +93,7 @@ impl Session {
     }
 
     /// Removes what a waiting subscribe registered (the connection ended before it completed).
-    pub(super) fn abandon_pending(&mut self) {
+    pub(super) fn abandon_waiting(&mut self) {
         let Phase::Subscribing(waiting) = std::mem::replace(&mut self.phase, Phase::Ready) else {
             return;
         };

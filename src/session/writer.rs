@@ -74,7 +74,7 @@ pub async fn run(
                     break;
                 }
                 other => {
-                    // A client that stops reading blocks the feed once the socket buffer is
+                    // A client that stops reading blocks the feed when the socket buffer is
                     // full; the overflow signal must still get through.
                     let fed_ok = tokio::select! {
                         r = feed(&mut sink, other, &outbox, acks.as_ref()) => r.is_ok(),

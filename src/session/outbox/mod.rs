@@ -154,7 +154,7 @@ impl Outbox {
         self.inner.enqueue(Outbound::Close { code, reason });
     }
 
-    /// Called by the writer once an item has been written.
+    /// Called by the writer after it wrote an item of `len` bytes.
     pub fn written(&self, len: usize) {
         self.inner.queued_bytes.fetch_sub(len, Ordering::AcqRel);
     }

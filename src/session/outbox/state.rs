@@ -39,7 +39,7 @@ pub enum Waiter {
     Session = 1,
 }
 
-/// Resolves once the outbox has left [`State::Open`], and again on every later poll.
+/// Resolves when the outbox has left [`State::Open`], and again on every later poll.
 #[derive(Debug)]
 pub struct Finishing<'a> {
     inner: &'a Inner,
