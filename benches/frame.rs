@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 const CHANNEL: &str = "account-activity.v1.eip155:8453:0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f";
 
-/// The issue's ~600-byte account-activity payload.
+/// A typical ~600-byte account-activity payload.
 fn payload() -> String {
     let a = "0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f";
     let from = "0x7b07000000000000000000000000000000000001";

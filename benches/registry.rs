@@ -1,4 +1,4 @@
-//! The hub's registry: fan-out to one key with many subscribers (broadcast), fan-out to many
+//! The hub: fan-out to one key with many subscribers (broadcast), fan-out to many
 //! keys with one subscriber each (unicast), and publishing while other threads subscribe and
 //! unsubscribe (the write locks a connection storm takes on the shards).
 
@@ -38,9 +38,8 @@ fn subscriber(conn: u64) -> (Subscriber, Receiver) {
         conn,
         subscription_id: Arc::from(format!("sub-{conn}").as_str()),
         channel: Arc::from("account-activity.v1.eip155:0:0xd14b"),
-        chain_reference: None,
-        outbox,
-        gate: None,
+        chain_filter: None,
+        recipient: outbox.recipient(),
     };
     (sub, rx)
 }

@@ -1,44 +1,12 @@
-//! The hub: this node's subscriptions and the fan-out of publications to them.
+//! The hub: this node's subscribers and the fan-out of publications to them. It knows nothing
+//! of connections beyond the [`Recipient`] each subscriber is delivered through; queues,
+//! resume and acknowledgement belong to the session.
 //!
-//! A publication reaches every local subscription whose hub key matches (the account stream,
+//! A publication reaches every local subscriber whose hub key matches (the account stream,
 //! or the market-data key) and, for concrete-chain account subscriptions, whose chain matches:
-//! once per matching subscription, carrying that subscription's id.
-mod gate;
+//! one delivery per matching subscriber, carrying that subscriber's subscription id.
 mod publication;
-mod registry;
+mod subscribers;
 
-pub use gate::Gate;
 pub use publication::{message_id, Durable, Publication, MAX_FRAME_OVERHEAD};
-pub use registry::{ConnId, Registry, Subscriber};
-
-use std::sync::Arc;
-
-/// Local subscriptions and fan-out.
-#[derive(Default)]
-pub struct Hub {
-    registry: Registry,
-}
-
-impl Hub {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn subscribe(&self, key: &str, sub: Subscriber) {
-        self.registry.insert(key, sub);
-    }
-
-    /// Moves a connection's channel (held as `old_channel`) to the subscriber `sub`, atomically.
-    pub fn resubscribe(&self, key: &str, old_channel: &str, sub: Subscriber) {
-        self.registry.replace(key, old_channel, sub);
-    }
-
-    pub fn unsubscribe(&self, key: &str, conn: ConnId, subscription_id: &str, channel: &str) {
-        self.registry.remove(key, conn, subscription_id, channel);
-    }
-
-    /// Queues the publication for every matching local subscriber. Never blocks.
-    pub fn publish(&self, publication: &Arc<Publication>) -> usize {
-        self.registry.fan_out(publication)
-    }
-}
+pub use subscribers::{ConnId, Hub, Recipient, Subscriber};

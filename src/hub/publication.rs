@@ -10,6 +10,7 @@ use crate::protocol::{now_ms, Channel, Namespace, Position};
 /// One publication, shared by every recipient through an `Arc`.
 #[derive(Debug)]
 pub struct Publication {
+    /// Account activity or market data: decides which channel each recipient is sent.
     pub namespace: Namespace,
     /// Hub key: the account stream key, or the normalised market-data key.
     pub key: String,
@@ -29,7 +30,9 @@ pub struct Publication {
 /// The durable identity of a publication: the same on every redelivery, replay and restart.
 #[derive(Debug, Clone)]
 pub struct Durable {
+    /// `<epoch>-<offset>` (see [`message_id`]): what an ack names.
     pub message_id: Arc<str>,
+    /// Where the publication is in its stream.
     pub position: Position,
     /// `"messageId":"…","position":{…},`: spliced into frames for ack-mode connections.
     head: Box<str>,

@@ -20,13 +20,13 @@ use crate::metrics;
 /// Shared between the writer (records sends) and the session loop (acks, timers).
 #[derive(Clone)]
 pub struct AckTracker {
-    inner: Arc<Mutex<Pending>>,
+    inner: Arc<Mutex<Unacked>>,
     ack_timeout: Duration,
     max_retries: u32,
     max_unacked: usize,
 }
 
-struct Pending {
+struct Unacked {
     by_id: HashMap<Arc<str>, Entry>,
     /// (due, message id) in due order: every deadline is `ack_timeout` after the moment it was
     /// set, so appending keeps the order. An item whose entry was acked or re-armed since is
@@ -35,7 +35,7 @@ struct Pending {
     deadlines: VecDeque<(Instant, Arc<str>)>,
 }
 
-impl Drop for Pending {
+impl Drop for Unacked {
     /// The connection is gone: what it still awaited no longer counts as outstanding.
     fn drop(&mut self) {
         if !self.by_id.is_empty() {
@@ -63,7 +63,7 @@ pub enum Expired {
 impl AckTracker {
     pub fn new(ack_timeout: Duration, max_retries: u32, max_unacked: usize) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(Pending {
+            inner: Arc::new(Mutex::new(Unacked {
                 by_id: HashMap::new(),
                 deadlines: VecDeque::new(),
             })),
@@ -84,9 +84,9 @@ impl AckTracker {
             return;
         };
         let due = Instant::now() + self.ack_timeout;
-        let mut pending = self.inner.lock();
+        let mut unacked = self.inner.lock();
         let mut added = false;
-        let entry = pending
+        let entry = unacked
             .by_id
             .entry(durable.message_id.clone())
             .or_insert_with(|| {
@@ -111,13 +111,13 @@ impl AckTracker {
                 .targets
                 .push((subscription_id.clone(), channel.clone()));
         }
-        pending.push_deadline(due, durable.message_id.clone());
+        unacked.push_deadline(due, durable.message_id.clone());
     }
 
     /// Applies acks; unknown, late and duplicate ids are ignored. Returns how many matched.
     pub fn ack<'a>(&self, ids: impl Iterator<Item = &'a str>) -> usize {
-        let mut pending = self.inner.lock();
-        let n = ids.filter(|id| pending.by_id.remove(*id).is_some()).count();
+        let mut unacked = self.inner.lock();
+        let n = ids.filter(|id| unacked.by_id.remove(*id).is_some()).count();
         if n > 0 {
             metrics::acks_outstanding(-(n as f64));
         }
@@ -139,9 +139,9 @@ impl AckTracker {
     /// no earlier than that, so the writer never has to wake the session to arm the timer.
     /// Constant time, apart from dropping stale deadlines (each once).
     pub fn next_check(&self, now: Instant) -> Instant {
-        let mut pending = self.inner.lock();
-        pending.drop_stale();
-        match pending.deadlines.front() {
+        let mut unacked = self.inner.lock();
+        unacked.drop_stale();
+        match unacked.deadlines.front() {
             Some((due, _)) => *due,
             None => now + self.ack_timeout,
         }
@@ -151,27 +151,27 @@ impl AckTracker {
     /// deadlines that passed, not the pushes awaiting an ack.
     pub fn expire(&self, now: Instant) -> Expired {
         let mut guard = self.inner.lock();
-        let pending = &mut *guard;
+        let unacked = &mut *guard;
         let mut due_ids: Vec<Arc<str>> = Vec::new();
-        while let Some((due, id)) = pending.deadlines.front() {
+        while let Some((due, id)) = unacked.deadlines.front() {
             if *due > now {
                 break;
             }
-            if pending.by_id.get(id).is_some_and(|e| e.due == *due) {
+            if unacked.by_id.get(id).is_some_and(|e| e.due == *due) {
                 due_ids.push(id.clone());
             }
-            pending.deadlines.pop_front();
+            unacked.deadlines.pop_front();
         }
         if due_ids.iter().any(|id| {
-            pending
+            unacked
                 .by_id
                 .get(id)
                 .is_some_and(|e| e.resends >= self.max_retries)
         }) {
             // Keep them due, so the answer stays the same until the connection closes.
             for id in due_ids.into_iter().rev() {
-                if let Some(e) = pending.by_id.get(&id) {
-                    pending.deadlines.push_front((e.due, id));
+                if let Some(e) = unacked.by_id.get(&id) {
+                    unacked.deadlines.push_front((e.due, id));
                 }
             }
             return Expired::GiveUp;
@@ -181,7 +181,7 @@ impl AckTracker {
         let mut entries: Vec<(Arc<str>, u64)> = Vec::with_capacity(due_ids.len());
         for id in due_ids {
             if seen.insert(id.clone()) {
-                let offset = pending
+                let offset = unacked
                     .by_id
                     .get(&id)
                     .and_then(|e| e.publication.durable.as_ref())
@@ -193,7 +193,7 @@ impl AckTracker {
         let next_due = now + self.ack_timeout;
         let mut out = Vec::new();
         for (id, _) in entries {
-            let Some(e) = pending.by_id.get_mut(&id) else {
+            let Some(e) = unacked.by_id.get_mut(&id) else {
                 continue;
             };
             e.resends += 1;
@@ -206,16 +206,16 @@ impl AckTracker {
                     redelivered: true,
                 });
             }
-            pending.deadlines.push_back((next_due, id));
+            unacked.deadlines.push_back((next_due, id));
         }
-        pending.compact();
+        unacked.compact();
         Expired::Resend(out)
     }
 }
 
-// === Pending ===
+// === Unacked ===
 
-impl Pending {
+impl Unacked {
     fn push_deadline(&mut self, due: Instant, id: Arc<str>) {
         self.deadlines.push_back((due, id));
         self.compact();
@@ -231,7 +231,7 @@ impl Pending {
         }
     }
 
-    /// Removes stale deadlines once they outnumber the live ones (amortised constant time).
+    /// Removes stale deadlines when they outnumber the live ones (amortised constant time).
     fn compact(&mut self) {
         if self.deadlines.len() > 2 * self.by_id.len() + 64 {
             let by_id = &self.by_id;

@@ -3,52 +3,26 @@
 //! publication replayed, in offset order, before its live pushes.
 //!
 //! Order of operations, which makes the seam exact: the subscription is registered in the hub
-//! with its gate closed (live pushes are held), then the stream's top is read and the position
-//! checked, then the reply is queued, then the replay is read page by page and queued in paced
-//! chunks up to that top, then the gate opens and releases the held pushes newer than it.
-//! Pacing keeps the outbox and the unacknowledged count under half their bounds, so a replay
-//! never trips the slow-consumer close. One page of one channel is in memory at a time, and
-//! what a connection may have waiting for replay is capped (`delivery.max_replay`).
+//! through a closed gate (live pushes are held), then the stream's top is read and the
+//! position checked, then the reply is queued, then the replay is read page by page and
+//! queued in paced chunks up to that top (`replay`), then the gate opens and releases the
+//! held pushes newer than it. What a connection may have waiting for replay is capped
+//! (`delivery.max_replay`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use super::gate::Gate;
+use super::replay::ReplayJob;
+use super::subscribe::Joining;
 use super::subscriptions::Held;
-use super::{Outbound, Session};
+use super::Session;
 use crate::history::Recovery;
-use crate::hub::{Gate, Publication};
 use crate::metrics;
 use crate::protocol::Channel;
 use crate::protocol::Position;
-
-/// Publications read from history per query.
-const PAGE: usize = 500;
-/// Pushes queued per pump of the session loop.
-const CHUNK: usize = 256;
-
-/// A replay waiting to be queued for one channel of one subscription.
-pub(super) struct ReplayJob {
-    gate: Arc<Gate>,
-    subscription_id: Arc<str>,
-    channel: Arc<str>,
-    /// The account stream.
-    key: String,
-    /// Concrete chain of the subscription (`None`: every chain).
-    chain_filter: Option<Arc<str>>,
-    /// The page being queued.
-    items: VecDeque<Arc<Publication>>,
-    /// The last position read; the next page starts after it.
-    after: Position,
-    /// The stream's top when the reply was sent: the replay ends there and held live pushes
-    /// up to it are dropped.
-    up_to: u64,
-}
-
-/// Why a replay could not be finished after its reply said `recovered: true`.
-pub(super) struct ReplayInterrupted;
 
 impl Session {
     /// The gate for `held` if it will be resumed: ack mode, an account channel, and a
@@ -61,7 +35,7 @@ impl Session {
         let resumable = self.acks.is_some()
             && matches!(held.channel, Channel::AccountActivity(_))
             && positions.contains_key(&*held.sent);
-        resumable.then(Gate::closed)
+        resumable.then(|| Gate::closed(&self.outbox))
     }
 
     /// Reads what must be replayed and fills `positions` and `recovery` into the reply.
@@ -69,16 +43,17 @@ impl Session {
     pub(super) async fn prepare_resume(
         &mut self,
         subscription_id: &Arc<str>,
-        held: &[(Held, Option<Arc<Gate>>)],
+        joining: &[Joining],
         requested: &HashMap<String, Position>,
         extra: &mut Map<String, Value>,
     ) -> Vec<ReplayJob> {
         if self.acks.is_none() {
             return Vec::new();
         }
-        let accounts: Vec<&(Held, Option<Arc<Gate>>)> = held
+        let accounts: Vec<(&Held, &Option<Arc<Gate>>)> = joining
             .iter()
-            .filter(|(h, _)| matches!(h.channel, Channel::AccountActivity(_)))
+            .filter(|j| matches!(j.held.channel, Channel::AccountActivity(_)))
+            .map(|j| (&j.held, &j.gate))
             .collect();
         if accounts.is_empty() {
             return Vec::new();
@@ -91,7 +66,7 @@ impl Session {
                 let mut recovery = Map::new();
                 for (h, gate) in &accounts {
                     if let Some(g) = gate {
-                        g.open(&self.outbox, 0);
+                        g.open(0);
                         metrics::resume("store_unavailable");
                         recovery.insert(h.sent.to_string(), json!({"recovered": false, "replayed": 0, "reason": "store_unavailable"}));
                     }
@@ -106,7 +81,7 @@ impl Session {
         let mut recovery = Map::new();
         let mut jobs = Vec::new();
         let max_replay = self.node.settings.delivery.max_replay;
-        let mut pending = self.replay_pending();
+        let mut pending = self.replay_remaining();
         for ((h, gate), top) in accounts.into_iter().zip(tops) {
             positions.insert(
                 h.sent.to_string(),
@@ -131,11 +106,6 @@ impl Session {
         jobs
     }
 
-    /// Publications still to be queued by this connection's replays.
-    fn replay_pending(&self) -> u64 {
-        self.replays.iter().map(ReplayJob::remaining).sum()
-    }
-
     /// Checks that `from` can be resumed (reading at most one publication) and returns the
     /// recovery entry and the job that will read the rest page by page.
     #[allow(clippy::too_many_arguments)]
@@ -153,13 +123,13 @@ impl Session {
         match self.node.history.read_after(&h.key, from, 1).await {
             Ok(Recovery::Recovered { .. }) => {}
             Ok(Recovery::Failed(f)) => {
-                gate.open(&self.outbox, top.offset);
+                gate.open(top.offset);
                 metrics::resume(f.as_str());
                 return (failed(f.as_str()), None);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Cannot read history for a resume; subscribing live only.");
-                gate.open(&self.outbox, top.offset);
+                gate.open(top.offset);
                 metrics::resume("store_unavailable");
                 return (failed("store_unavailable"), None);
             }
@@ -168,123 +138,41 @@ impl Session {
         let up_to = top.offset.max(from.offset);
         let replayed = up_to - from.offset;
         if pending.saturating_add(replayed) > max_replay {
-            gate.open(&self.outbox, top.offset);
+            gate.open(top.offset);
             metrics::resume("replay_limit");
             return (failed("replay_limit"), None);
         }
         metrics::resume("recovered");
-        let job = ReplayJob {
-            gate: gate.clone(),
-            subscription_id: subscription_id.clone(),
-            channel: h.sent.clone(),
-            key: h.key.clone(),
-            chain_filter: h.chain_filter(),
-            items: VecDeque::new(),
-            after: from.clone(),
-            up_to,
-        };
+        let job = ReplayJob::new(gate, subscription_id, h, from, up_to);
         (json!({"recovered": true, "replayed": replayed}), Some(job))
     }
 
-    /// How long to wait before the next replay chunk: zero while there is room.
-    pub(super) fn replay_delay(&self) -> Duration {
-        if self.has_room_for_replay() {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(5)
-        }
-    }
-
-    fn has_room_for_replay(&self) -> bool {
-        let settings = &self.node.settings;
-        let queue_ok = self.outbox.queued_bytes() < settings.server.max_queue_bytes / 2;
-        let acks_ok = self
-            .acks
-            .as_ref()
-            .is_none_or(|a| a.unacked() < settings.delivery.max_unacked / 2);
-        queue_ok && acks_ok
-    }
-
-    /// Queues the next chunk of the oldest replay, reading its next page when the current one
-    /// is queued; opens its gate when it is done. A page that cannot be read any more (the
-    /// store failed, or retention removed it meanwhile) interrupts the replay.
-    pub(super) async fn pump_replay(&mut self) -> Result<(), ReplayInterrupted> {
-        let mut budget = CHUNK;
-        while budget > 0 && self.has_room_for_replay() {
-            let Some(job) = self.replays.front_mut() else {
-                return Ok(());
-            };
-            if let Some(publication) = job.items.pop_front() {
-                let channel = publication.channel.clone();
-                self.outbox.push(Outbound::Push {
-                    publication,
-                    subscription_id: job.subscription_id.clone(),
-                    channel,
-                    redelivered: false,
-                });
-                budget -= 1;
-            } else if job.after.offset < job.up_to {
-                let page = self
-                    .node
-                    .history
-                    .read_after(&job.key, &job.after, PAGE)
-                    .await;
-                let Some(job) = self.replays.front_mut() else {
-                    return Ok(());
-                };
-                match page {
-                    Ok(Recovery::Recovered { publications, .. }) if !publications.is_empty() => {
-                        job.fill(publications)
-                    }
-                    Ok(_) => {
-                        metrics::delivery_failure("replay_interrupted");
-                        return Err(ReplayInterrupted);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Cannot read the next page of a replay; closing so the client resumes.");
-                        metrics::delivery_failure("replay_interrupted");
-                        return Err(ReplayInterrupted);
-                    }
-                }
-            } else {
-                job.gate.open(&self.outbox, job.up_to);
-                tracing::trace!(channel = %job.channel, "Replay done; live delivery resumed.");
-                self.replays.pop_front();
+    /// Adds `already_subscribed` to the reply's `recovery` for account channels whose
+    /// positions were not used because the connection already receives their stream.
+    pub(super) fn ignore_positions(
+        &self,
+        joining: &[Joining],
+        ignored: &[Arc<str>],
+        extra: &mut Map<String, Value>,
+    ) {
+        let mut entries = Vec::new();
+        for h in joining.iter().map(|j| &j.held) {
+            if matches!(h.channel, Channel::AccountActivity(_)) && ignored.contains(&h.sent) {
+                metrics::resume("already_subscribed");
+                entries.push((
+                    h.sent.to_string(),
+                    json!({"recovered": false, "replayed": 0, "reason": "already_subscribed"}),
+                ));
             }
         }
-        Ok(())
-    }
-}
-
-// === ReplayJob ===
-
-impl ReplayJob {
-    /// Publications still to be queued (an upper bound for a concrete-chain subscription).
-    fn remaining(&self) -> u64 {
-        self.items.len() as u64 + self.up_to.saturating_sub(self.after.offset)
-    }
-
-    /// Takes a page: the publications up to `up_to` on the subscription's chain.
-    fn fill(&mut self, page: Vec<crate::history::Stored>) {
-        let now = Instant::now();
-        let mut n = 0;
-        for s in page {
-            if s.position.offset > self.up_to {
-                break;
-            }
-            self.after.offset = s.position.offset;
-            let Some(p) = Publication::durable(&s.channel, &s.payload, &s.position, now) else {
-                continue;
-            };
-            if self
-                .chain_filter
-                .as_ref()
-                .is_none_or(|c| **c == *p.chain_reference)
-            {
-                self.items.push_back(Arc::new(p));
-                n += 1;
-            }
+        if entries.is_empty() {
+            return;
         }
-        metrics::replayed(n);
+        let recovery = extra
+            .entry("recovery")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(map) = recovery {
+            map.extend(entries);
+        }
     }
 }

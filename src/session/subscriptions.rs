@@ -12,7 +12,9 @@ use crate::protocol::{Channel, Namespace};
 pub struct Held {
     /// The channel string exactly as the client sent it.
     pub sent: Arc<str>,
+    /// The channel, parsed.
     pub channel: Channel,
+    /// Its hub key: the account stream, or the market-data key.
     pub key: String,
     /// Normalised identity: the same channel written differently counts once.
     pub identity: String,

@@ -13,7 +13,7 @@ use futures_util::SinkExt;
 
 use super::delivery::AckTracker;
 use super::outbox::Receiver;
-use super::{Outbound, Outbox, Waiter};
+use super::outbox::{Outbound, Outbox, State, Waiter};
 use crate::metrics;
 
 /// How long a close frame may wait for a client that does not read.
@@ -51,20 +51,21 @@ pub async fn run(
     outbox: Outbox,
     acks: Option<AckTracker>,
 ) -> Exit {
-    // One registration for the connection's life, not one per frame (see `Outbox::closing`).
-    let closing = outbox.closing(Waiter::Writer);
-    tokio::pin!(closing);
+    // One registration for the connection's life, not one per frame (see `Outbox::finishing`).
+    let finishing = outbox.finishing(Waiter::Writer);
+    tokio::pin!(finishing);
+    let overflowed = || outbox.state() == State::Overflowed;
     let exit = loop {
         let first = tokio::select! {
             biased;
-            _ = &mut closing => break if outbox.overflowed() { Exit::SlowConsumer } else { Exit::Gone },
+            _ = &mut finishing => break if overflowed() { Exit::SlowConsumer } else { Exit::Gone },
             item = rx.recv() => match item { Some(i) => i, None => break Exit::Gone },
         };
         let mut item = Some(first);
         let mut fed = 0;
         let mut closed = None;
         while let Some(it) = item.take() {
-            if outbox.overflowed() {
+            if overflowed() {
                 break;
             }
             match it {
@@ -73,17 +74,17 @@ pub async fn run(
                     break;
                 }
                 other => {
-                    // A client that stops reading blocks the feed once the socket buffer is
+                    // A client that stops reading blocks the feed when the socket buffer is
                     // full; the overflow signal must still get through.
                     let fed_ok = tokio::select! {
                         r = feed(&mut sink, other, &outbox, acks.as_ref()) => r.is_ok(),
-                        _ = &mut closing => false,
+                        _ = &mut finishing => false,
                     };
                     if !fed_ok {
-                        if outbox.overflowed() {
+                        if overflowed() {
                             break;
                         }
-                        outbox.cancel();
+                        outbox.finish();
                         return Exit::Gone;
                     }
                 }
@@ -93,12 +94,12 @@ pub async fn run(
                 item = rx.try_recv().ok();
             }
         }
-        if outbox.overflowed() {
+        if overflowed() {
             break Exit::SlowConsumer;
         }
         let flushed = tokio::select! {
             r = sink.flush() => r.is_ok(),
-            _ = &mut closing => false,
+            _ = &mut finishing => false,
         };
         if let Some((code, reason)) = closed {
             if flushed {
@@ -107,7 +108,7 @@ pub async fn run(
             break Exit::Closed;
         }
         if !flushed {
-            if outbox.overflowed() {
+            if overflowed() {
                 break Exit::SlowConsumer;
             }
             break Exit::Gone;
@@ -128,7 +129,7 @@ pub async fn run(
         // Completes a close the client started (tungstenite queued the echo) and ends TCP.
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
     }
-    outbox.cancel();
+    outbox.finish();
     exit
 }
 

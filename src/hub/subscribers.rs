@@ -1,36 +1,52 @@
-//! The local subscription registry: hub key → subscribers, sharded so that fan-out of
-//! different channels never contends and a subscribe only locks one shard.
+//! The hub's subscriber table: hub key → subscribers, sharded so that fan-out of different
+//! channels never contends and a subscribe only locks one shard.
 //!
-//! Locks are `parking_lot` read/write locks held for a map lookup and a loop of
-//! non-blocking `Outbox::push` calls, never across an `.await`.
+//! Locks are `parking_lot` read/write locks held for a map lookup and a loop of non-blocking
+//! [`Recipient::deliver`] calls, never across an `.await`.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::{Gate, Publication};
+use super::Publication;
 use crate::protocol::Namespace;
-use crate::session::{Outbound, Outbox};
 
 const SHARDS: usize = 64;
 
 /// Identifies one connection on this node.
 pub type ConnId = u64;
 
+/// What the hub delivers a publication through: one subscriber's end of its connection.
+///
+/// `deliver` is called under a shard's read lock, for every matching subscriber of every
+/// publication: it must not block, and should not allocate beyond queuing the item.
+pub trait Recipient: Send + Sync + Debug {
+    /// Queues `publication` for the subscription `subscription_id`, sent on `channel`.
+    /// Returns false when the recipient refused it (its connection is finishing or full).
+    fn deliver(
+        &self,
+        publication: &Arc<Publication>,
+        subscription_id: &Arc<str>,
+        channel: &Arc<str>,
+    ) -> bool;
+}
+
 /// One subscription of one connection to one channel.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
+    /// The connection holding the subscription: a connection holds a channel once.
     pub conn: ConnId,
+    /// The subscription id the client was given; carried by every delivery.
     pub subscription_id: Arc<str>,
     /// The channel as the client sent it (echoed verbatim for market data).
     pub channel: Arc<str>,
     /// `Some(reference)` for a concrete-chain account subscription; `None` matches every chain.
-    pub chain_reference: Option<Arc<str>>,
-    pub outbox: Outbox,
-    /// Closed while this subscription's history is being replayed (see `Gate`).
-    pub gate: Option<Arc<Gate>>,
+    pub chain_filter: Option<Arc<str>>,
+    /// Where the publications go.
+    pub recipient: Arc<dyn Recipient>,
 }
 
 /// One shard: hub key → its subscribers.
@@ -116,13 +132,13 @@ impl Subscribers {
     }
 }
 
-/// Sharded map of hub key → subscribers.
-pub struct Registry {
+/// This node's subscribers, sharded by hub key, and the fan-out of publications to them.
+pub struct Hub {
     shards: Box<[Shard]>,
     hasher: RandomState,
 }
 
-impl Default for Registry {
+impl Default for Hub {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
@@ -131,7 +147,13 @@ impl Default for Registry {
     }
 }
 
-impl Registry {
+// === Hub ===
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     fn shard(&self, key: &str) -> &Shard {
         let h = self.hasher.hash_one(key) as usize;
         &self.shards[h % SHARDS]
@@ -139,7 +161,7 @@ impl Registry {
 
     /// Adds a subscriber, replacing the connection's entry for the same channel if any.
     /// (Broker interest is counted by the broker itself, per holder.)
-    pub fn insert(&self, key: &str, sub: Subscriber) {
+    pub fn subscribe(&self, key: &str, sub: Subscriber) {
         let mut shard = self.shard(key).write();
         let list = match shard.get_mut(key) {
             Some(list) => list,
@@ -148,9 +170,9 @@ impl Registry {
         list.insert(sub);
     }
 
-    /// Moves a connection's channel to a new subscriber entry in one step, so no publication
-    /// on the key falls between the old entry and the new one.
-    pub fn replace(&self, key: &str, old_channel: &str, sub: Subscriber) {
+    /// Moves a connection's channel (held as `old_channel`) to the subscriber `sub` in one
+    /// step, so no publication on the key falls between the old entry and the new one.
+    pub fn resubscribe(&self, key: &str, old_channel: &str, sub: Subscriber) {
         let mut shard = self.shard(key).write();
         let list = match shard.get_mut(key) {
             Some(list) => list,
@@ -161,7 +183,7 @@ impl Registry {
     }
 
     /// Removes one connection's subscription from a key; drops the key when it is empty.
-    pub fn remove(&self, key: &str, conn: ConnId, subscription_id: &str, channel: &str) {
+    pub fn unsubscribe(&self, key: &str, conn: ConnId, subscription_id: &str, channel: &str) {
         let mut shard = self.shard(key).write();
         let Some(list) = shard.get_mut(key) else {
             return;
@@ -178,34 +200,28 @@ impl Registry {
         }
     }
 
-    /// Queues the publication for every matching subscriber; returns how many were queued.
-    pub fn fan_out(&self, publication: &Arc<Publication>) -> usize {
+    /// Delivers the publication to every matching subscriber; returns how many took it.
+    /// Never blocks.
+    pub fn publish(&self, publication: &Arc<Publication>) -> usize {
         let shard = self.shard(&publication.key).read();
         let Some(list) = shard.get(&publication.key) else {
             return 0;
         };
         let mut queued = 0;
         list.for_each(|sub| {
-            if let Some(chain) = &sub.chain_reference {
+            if let Some(chain) = &sub.chain_filter {
                 if **chain != *publication.chain_reference {
                     return;
                 }
             }
             let channel = match publication.namespace {
-                Namespace::AccountActivity => publication.channel.clone(),
-                Namespace::MarketData => sub.channel.clone(),
+                Namespace::AccountActivity => &publication.channel,
+                Namespace::MarketData => &sub.channel,
             };
-            let item = Outbound::Push {
-                publication: publication.clone(),
-                subscription_id: sub.subscription_id.clone(),
-                channel,
-                redelivered: false,
-            };
-            let ok = match &sub.gate {
-                Some(gate) => gate.pass(&sub.outbox, item),
-                None => sub.outbox.push(item),
-            };
-            if ok {
+            if sub
+                .recipient
+                .deliver(publication, &sub.subscription_id, channel)
+            {
                 queued += 1;
             }
         });
@@ -216,21 +232,36 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::Publication;
-    use crate::session::Receiver;
+    use parking_lot::Mutex;
     use std::time::Instant;
 
     const KEY: &str = "account-activity.v1.eip155:0x00000000000000000000000000000000000000aa";
 
-    fn sub(conn: ConnId, id: &str, outbox: &Outbox) -> Subscriber {
+    /// Records the subscription id of every delivery.
+    #[derive(Debug, Default)]
+    struct Ids(Mutex<Vec<String>>);
+
+    impl Recipient for Ids {
+        fn deliver(&self, _: &Arc<Publication>, subscription_id: &Arc<str>, _: &Arc<str>) -> bool {
+            self.0.lock().push(subscription_id.to_string());
+            true
+        }
+    }
+
+    impl Ids {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock())
+        }
+    }
+
+    fn sub(conn: ConnId, id: &str, ids: &Arc<Ids>) -> Subscriber {
         Subscriber {
             conn,
             subscription_id: id.into(),
             channel: "account-activity.v1.eip155:0:0x00000000000000000000000000000000000000aa"
                 .into(),
-            chain_reference: None,
-            outbox: outbox.clone(),
-            gate: None,
+            chain_filter: None,
+            recipient: ids.clone(),
         }
     }
 
@@ -247,51 +278,38 @@ mod tests {
         ))
     }
 
-    fn pushed_ids(rx: &mut Receiver) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(item) = rx.try_recv() {
-            if let Outbound::Push {
-                subscription_id, ..
-            } = item
-            {
-                out.push(subscription_id.to_string());
-            }
-        }
-        out
-    }
-
     #[test]
     fn many_subscribers_on_a_key_each_get_one_push_and_leave_one_by_one() {
-        let registry = Registry::default();
-        let (outbox, mut rx) = Outbox::new(1 << 20, false);
+        let hub = Hub::new();
+        let ids = Arc::new(Ids::default());
         for conn in 0..(FEW as u64 * 3) {
-            registry.insert(KEY, sub(conn, &format!("s{conn}"), &outbox));
+            hub.subscribe(KEY, sub(conn, &format!("s{conn}"), &ids));
         }
         let p = publication();
-        assert_eq!(registry.fan_out(&p), FEW * 3);
-        assert_eq!(pushed_ids(&mut rx).len(), FEW * 3);
+        assert_eq!(hub.publish(&p), FEW * 3);
+        assert_eq!(ids.take().len(), FEW * 3);
         for conn in 0..(FEW as u64 * 3) {
-            let channel = sub(conn, "", &outbox).channel;
-            registry.remove(KEY, conn, &format!("s{conn}"), &channel);
+            let channel = sub(conn, "", &ids).channel;
+            hub.unsubscribe(KEY, conn, &format!("s{conn}"), &channel);
         }
-        assert_eq!(registry.fan_out(&p), 0);
-        assert!(registry.shard(KEY).read().get(KEY).is_none());
+        assert_eq!(hub.publish(&p), 0);
+        assert!(hub.shard(KEY).read().get(KEY).is_none());
     }
 
     #[test]
     fn a_connection_holds_a_channel_once_and_the_newest_id_wins() {
-        let registry = Registry::default();
-        let (outbox, mut rx) = Outbox::new(1 << 20, false);
+        let hub = Hub::new();
+        let ids = Arc::new(Ids::default());
         for n in 0..300 {
-            registry.insert(KEY, sub(7, &format!("s{n}"), &outbox));
+            hub.subscribe(KEY, sub(7, &format!("s{n}"), &ids));
         }
         let p = publication();
-        assert_eq!(registry.fan_out(&p), 1);
-        assert_eq!(pushed_ids(&mut rx), ["s299"]);
-        // The old id no longer removes it; the holder does.
-        registry.remove(KEY, 7, "s0", &sub(7, "", &outbox).channel);
-        assert_eq!(registry.fan_out(&p), 1);
-        registry.remove(KEY, 7, "s299", &sub(7, "", &outbox).channel);
-        assert_eq!(registry.fan_out(&p), 0);
+        assert_eq!(hub.publish(&p), 1);
+        assert_eq!(ids.take(), ["s299"]);
+        // The old id does not remove it; the holder does.
+        hub.unsubscribe(KEY, 7, "s0", &sub(7, "", &ids).channel);
+        assert_eq!(hub.publish(&p), 1);
+        hub.unsubscribe(KEY, 7, "s299", &sub(7, "", &ids).channel);
+        assert_eq!(hub.publish(&p), 0);
     }
 }
