@@ -86,27 +86,30 @@ impl NatsBroker {
     }
 }
 
-/// Hands the chain events of every node to the handler, until the broker closes.
-pub async fn receive(broker: Arc<NatsBroker>) {
-    let subject = wire::chains_subject(&broker.prefix);
-    loop {
-        let mut sub = match broker.client.subscribe(subject.clone()).await {
-            Ok(s) => s,
-            Err(_) => {
-                tokio::time::sleep(RESUBSCRIBE_AFTER).await;
-                continue;
-            }
-        };
-        while let Some(msg) = sub.next().await {
-            let Ok(m) = serde_json::from_slice::<ChainMessage>(&msg.payload) else {
-                continue;
+impl NatsBroker {
+    /// Hands the chain events of every node to the handler, until the broker closes.
+    pub(super) async fn receive_chain_events(self: Arc<Self>) {
+        let broker = self;
+        let subject = wire::chains_subject(&broker.prefix);
+        loop {
+            let mut sub = match broker.client.subscribe(subject.clone()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+                    continue;
+                }
             };
-            let Ok(chain) = ChainId::parse(&m.chain) else {
-                continue;
-            };
-            match m.mode {
-                None => broker.handler.remote_alive(&chain),
-                Some(mode) => broker.handler.remote_mode(&chain, mode),
+            while let Some(msg) = sub.next().await {
+                let Ok(m) = serde_json::from_slice::<ChainMessage>(&msg.payload) else {
+                    continue;
+                };
+                let Ok(chain) = ChainId::parse(&m.chain) else {
+                    continue;
+                };
+                match m.mode {
+                    None => broker.handler.remote_alive(&chain),
+                    Some(mode) => broker.handler.remote_mode(&chain, mode),
+                }
             }
         }
     }

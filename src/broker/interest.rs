@@ -40,83 +40,86 @@ async fn round_trip(client: &async_nats::Client) {
     }
 }
 
-/// Listens to `key` until aborted; `ready` turns true once nothing published from then on
-/// can be missed.
-pub async fn listen(broker: Arc<NatsBroker>, key: String, ready: watch::Sender<bool>) {
-    let subject = wire::publication_subject(&broker.prefix, &key);
-    let mut sub = loop {
-        match broker.client.subscribe(subject.clone()).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
-    // The server has the subscription once a round trip made after it returns: nothing
-    // published after the caller's registration can be missed. Until then the interest is
-    // not ready, so a stalled server makes the subscribe fail in time rather than succeed
-    // on an interest the server never saw.
-    round_trip(&broker.client).await;
-    let history = &broker.history;
-    let handler = &*broker.handler;
-    let mut orderer: Option<Orderer<Arc<Publication>>> = None;
-    if key.starts_with(crate::protocol::channel::ACCOUNT_ACTIVITY) {
-        if let Ok(mut top) = history.positions(std::slice::from_ref(&key)).await {
-            if let Some(top) = top.pop() {
-                orderer = Some(Orderer::starting_at(top.epoch, top.offset));
-            }
-        }
-    }
-    let _ = ready.send(true);
-    let mut reconnected = broker.reconnected.subscribe();
-    let mut gap_deadline: Option<tokio::time::Instant> = None;
-    loop {
-        let gap_wait = async {
-            match gap_deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+impl NatsBroker {
+    /// Listens to `key` until aborted; `ready` turns true once nothing published from then on
+    /// can be missed.
+    pub(super) async fn listen(self: Arc<Self>, key: String, ready: watch::Sender<bool>) {
+        let broker = self;
+        let subject = wire::publication_subject(&broker.prefix, &key);
+        let mut sub = loop {
+            match broker.client.subscribe(subject.clone()).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         };
-        tokio::select! {
-            msg = sub.next() => {
-                let Some(msg) = msg else { return };
-                let Ok(wire) = serde_json::from_slice::<WirePublication>(&msg.payload) else { continue };
-                match (wire.ns.as_ref(), wire.epoch.as_deref(), wire.offset) {
-                    ("a", Some(epoch), Some(offset)) => {
-                        let position = Position { epoch: epoch.to_owned(), offset };
-                        let Some(p) = Publication::durable(&wire.channel, wire.data.get(), &position, Instant::now()) else { continue };
-                        let o = orderer.get_or_insert_with(Orderer::default);
-                        match o.arrive(epoch, offset, Arc::new(p)) {
-                            Verdict::Release(list) => deliver(handler, list),
-                            Verdict::Gap { .. } => {
-                                gap_deadline.get_or_insert(tokio::time::Instant::now() + GAP_GRACE);
+        // The server has the subscription once a round trip made after it returns: nothing
+        // published after the caller's registration can be missed. Until then the interest is
+        // not ready, so a stalled server makes the subscribe fail in time rather than succeed
+        // on an interest the server never saw.
+        round_trip(&broker.client).await;
+        let history = &broker.history;
+        let handler = &*broker.handler;
+        let mut orderer: Option<Orderer<Arc<Publication>>> = None;
+        if key.starts_with(crate::protocol::channel::ACCOUNT_ACTIVITY) {
+            if let Ok(mut top) = history.positions(std::slice::from_ref(&key)).await {
+                if let Some(top) = top.pop() {
+                    orderer = Some(Orderer::starting_at(top.epoch, top.offset));
+                }
+            }
+        }
+        let _ = ready.send(true);
+        let mut reconnected = broker.reconnected.subscribe();
+        let mut gap_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let gap_wait = async {
+                match gap_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = sub.next() => {
+                    let Some(msg) = msg else { return };
+                    let Ok(wire) = serde_json::from_slice::<WirePublication>(&msg.payload) else { continue };
+                    match (wire.ns.as_ref(), wire.epoch.as_deref(), wire.offset) {
+                        ("a", Some(epoch), Some(offset)) => {
+                            let position = Position { epoch: epoch.to_owned(), offset };
+                            let Some(p) = Publication::durable(&wire.channel, wire.data.get(), &position, Instant::now()) else { continue };
+                            let o = orderer.get_or_insert_with(Orderer::default);
+                            match o.arrive(epoch, offset, Arc::new(p)) {
+                                Verdict::Release(list) => deliver(handler, list),
+                                Verdict::Gap { .. } => {
+                                    gap_deadline.get_or_insert(tokio::time::Instant::now() + GAP_GRACE);
+                                }
+                            }
+                            if !o.has_gap() {
+                                gap_deadline = None;
                             }
                         }
-                        if !o.has_gap() {
-                            gap_deadline = None;
+                        ("m", _, _) => {
+                            if let Ok(Channel::MarketData(m)) = Channel::parse(&wire.channel) {
+                                let p = Publication::new(Namespace::MarketData, m.key.clone(), m.asset.chain.reference().to_owned(),
+                                    wire.channel.as_ref().into(), wire.data.get(), None, Instant::now());
+                                handler.deliver(&Arc::new(p));
+                            }
                         }
+                        _ => {}
                     }
-                    ("m", _, _) => {
-                        if let Ok(Channel::MarketData(m)) = Channel::parse(&wire.channel) {
-                            let p = Publication::new(Namespace::MarketData, m.key.clone(), m.asset.chain.reference().to_owned(),
-                                wire.channel.as_ref().into(), wire.data.get(), None, Instant::now());
-                            handler.deliver(&Arc::new(p));
-                        }
-                    }
-                    _ => {}
                 }
-            }
-            _ = gap_wait => {
-                gap_deadline = None;
-                if let Some(o) = orderer.as_mut() {
-                    catch_up(handler, history, &key, o).await;
-                }
-            }
-            r = reconnected.recv() => {
-                if r.is_ok() {
+                _ = gap_wait => {
+                    gap_deadline = None;
                     if let Some(o) = orderer.as_mut() {
                         catch_up(handler, history, &key, o).await;
                     }
                 }
-                broker.caught_up();
+                r = reconnected.recv() => {
+                    if r.is_ok() {
+                        if let Some(o) = orderer.as_mut() {
+                            catch_up(handler, history, &key, o).await;
+                        }
+                    }
+                    broker.caught_up();
+                }
             }
         }
     }

@@ -167,7 +167,7 @@ impl NatsBroker {
             broker
                 .presence
                 .spawn(&mut tasks, broker.client.clone(), subject);
-            tasks.spawn(super::chain_events::receive(broker.clone()));
+            tasks.spawn(broker.clone().receive_chain_events());
             tasks.spawn(watch_connection(Arc::downgrade(&broker), conn.events));
         }
         broker
@@ -258,7 +258,7 @@ impl NatsBroker {
             let mut interests = self.interests.lock();
             let interest = interests.entry(key.to_owned()).or_insert_with(|| {
                 let (tx, rx) = watch::channel(false);
-                let task = tokio::spawn(super::interest::listen(self.clone(), key.to_owned(), tx));
+                let task = tokio::spawn(self.clone().listen(key.to_owned(), tx));
                 Interest {
                     holders: 0,
                     ready: rx,
