@@ -34,7 +34,11 @@ pub struct ServerConfig {
     pub max_queue_bytes: usize,
     /// WebSocket read buffer per connection, allocated up front.
     pub read_buffer_bytes: usize,
-    /// WebSocket write buffer per connection; frames are flushed when it fills.
+    /// Bytes of frames a connection's WebSocket buffers before writing them to the socket (a
+    /// run of frames still ends with one flush); 0: each frame is written as it is fed. The
+    /// buffer is drained but never shrunk, so above 0 it keeps, for the connection's life,
+    /// room for the largest run it was ever fed before a write (up to this plus a frame, and
+    /// up to twice that after doubling): memory per connection ratchets up with its bursts.
     pub write_buffer_bytes: usize,
     /// WebSocket sessions at once (and HTTP connections being served at once); an upgrade
     /// past it gets 503 `over_capacity`.
@@ -65,7 +69,7 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             max_queue_bytes: 1024 * 1024,
             read_buffer_bytes: 1024,
-            write_buffer_bytes: 4096,
+            write_buffer_bytes: 0,
             max_connections: 100_000,
             max_connections_per_ip: 1000,
             trusted_proxies: Vec::new(),
