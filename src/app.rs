@@ -110,7 +110,7 @@ impl Gateway {
     /// Builds the node and binds the listener.
     pub async fn start(settings: Settings) -> Result<Gateway, StartError> {
         let handle = metrics::install().map_err(StartError::Metrics)?;
-        metrics::spawn_upkeep(handle.clone());
+        metrics::spawn_upkeep(handle.clone(), crate::history::sqlite_memory_used);
         let settings = Arc::new(settings);
         let verifier = Verifier::new(&settings.auth).map_err(StartError::Auth)?;
         let registry = Registry::new(settings.chains.clone()).map_err(StartError::Chains)?;

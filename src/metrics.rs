@@ -41,21 +41,22 @@ pub fn get() -> &'static Metrics {
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Folds buffered histogram samples into buckets and samples the memory gauges every few
-/// seconds, for the life of the process.
-pub fn spawn_upkeep(handle: PrometheusHandle) {
+/// seconds, for the life of the process. `sqlite_memory` reads the bytes SQLite holds (the
+/// history's page caches); it is passed in so that this module stays a leaf.
+pub fn spawn_upkeep(handle: PrometheusHandle, sqlite_memory: fn() -> u64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_EVERY);
         loop {
             tick.tick().await;
             handle.run_upkeep();
-            sample_memory();
+            sample_memory(sqlite_memory);
         }
     });
 }
 
 /// Where the process's memory goes: the Rust heap (jemalloc's allocated and resident bytes)
 /// and SQLite's heap (its page caches), to tell a growing RSS apart.
-fn sample_memory() {
+fn sample_memory(sqlite_memory: fn() -> u64) {
     #[cfg(all(unix, not(target_env = "musl")))]
     {
         use tikv_jemalloc_ctl::{epoch, stats};
@@ -69,7 +70,7 @@ fn sample_memory() {
             }
         }
     }
-    gauge!("gateway_sqlite_memory_bytes").set(crate::history::sqlite_memory_used() as f64);
+    gauge!("gateway_sqlite_memory_bytes").set(sqlite_memory() as f64);
 }
 
 /// Installs the Prometheus recorder once per process and returns its render handle.
