@@ -28,11 +28,13 @@
 //! An account-activity publication travels `ingest -> history -> broker -> hub -> session`,
 //! and no push leaves for a publication that is not committed:
 //! - [`ingest`]: validates publications (the HTTP publish API, the JetStream consumer) and
-//!   appends account activity to the history; its commit listener hands each committed
-//!   publication, in commit order, to the broker. Market data is ephemeral and goes to the
+//!   appends account activity to the history. Market data is ephemeral and goes to the
 //!   broker directly.
-//! - [`broker`]: cross-node transport: in-process, or NATS with interest routing, where a node
-//!   re-orders each stream by offset and fills gaps from the shared history.
+//! - [`broker`]: cross-node transport. Its sending half is the history's commit listener, so
+//!   each committed publication goes out in commit order; its receiving half (in-process, or
+//!   NATS with interest routing, re-ordering each stream by offset and filling gaps from the
+//!   shared history) hands publications and chain events to the [`broker::Handler`] the
+//!   [`node`] registers, which passes them to the hub and the chains.
 //! - [`hub`]: this node's subscriptions and the fan-out of publications (serialised once).
 //! - [`session`]: one client connection: reader loop, writer task with a byte-bounded queue,
 //!   limits, subscriptions, acknowledged delivery and replay from the history on resume.
@@ -44,8 +46,8 @@
 //! ## The history
 //! - [`history`]: the durable publication log (SQLite or PostgreSQL): group commit, offsets
 //!   per stream and epoch, retention, resumes from a position, chain state. It depends on the
-//!   leaves only: it tells whoever implements [`history::CommitListener`] (the ingest's
-//!   listener) about each commit, and knows nothing of brokers, hubs or sessions.
+//!   leaves only: it tells whoever implements [`history::CommitListener`] (the broker's
+//!   sending half) about each commit, and knows nothing of brokers, hubs or sessions.
 //!
 //! ## Leaves: nothing else of the crate
 //! - [`protocol`]: wire messages, the channel grammar (CAIP-2/10/19), [`protocol::Position`]
@@ -53,6 +55,9 @@
 //! - [`config`]: the settings file, each section's struct, validation, URL redaction.
 //! - [`metrics`]: metric names, help texts and the handles used on the hot path.
 //! - [`shutdown`]: the drain signal every session waits on, and readiness.
+//!
+//! `scripts/module-deps.sh` lists these imports and fails on a cycle; the test command runs
+//! it.
 //!
 //! ## Beside the gateway
 //! - [`client`]: a Rust client speaking the ack extension (tests, benchmarks, `tail`).
