@@ -45,6 +45,14 @@ struct Known {
 /// Streams remembered at most: ~150 bytes each. Past it the map starts over.
 const KNOWN_STREAMS: usize = 100_000;
 
+/// A commit of at most this many new publications and stream tops keeps its prepared
+/// statement in the connection's statement cache. Its SQL text depends only on the two counts
+/// (and whether the transaction is already open), so small commits, the common case below
+/// the ceiling, reuse a handful of statements instead of compiling one each time; larger
+/// ones are compiled once per commit, a cost shared by their many rows, and are not cached
+/// so that they cannot crowd the cache.
+const CACHED_UP_TO: usize = 4;
+
 impl SqliteWriter {
     /// Wraps the committer's connection; nothing is known yet.
     pub(crate) fn new(conn: PoolConnection<Sqlite>) -> SqliteWriter {
@@ -158,7 +166,8 @@ pub(crate) async fn commit(
         );
     }
     qb.push("COMMIT");
-    qb.build().persistent(false).execute(&mut *w.conn).await?;
+    let cached = planned.fresh.len() <= CACHED_UP_TO && planned.tops.len() <= CACHED_UP_TO;
+    qb.build().persistent(cached).execute(&mut *w.conn).await?;
 
     w.known.remember(ids, states, &planned.tops);
     Ok(planned.results)
