@@ -5,11 +5,12 @@
 //! publications). The queue holds at most [`OUTBOUND_QUEUE`] messages. Handing over never
 //! waits (the history's committer calls it and must not block): when the queue is full,
 //! the message is not sent, counted in `gateway_broker_not_sent_total{kind}` and logged
-//! (at most once a second). Nothing committed is lost by that: the publication is in the
-//! shared history, and every receiving node reads it from there as soon as it sees a later
-//! offset of the same stream (gap fill) or catches up after a reconnect; a chain's sign of
-//! life is repeated by the next one. A full queue means NATS takes less than the node
-//! commits, usually a stalled or lost connection.
+//! (at most once a second). The publication stays in the shared history: a receiving node
+//! reads it from there when a later offset of the same stream reaches it (gap fill) or when
+//! it catches up after a reconnect, and a resuming client replays it; until one of those, the
+//! other nodes' live subscribers of that stream do not have it. A chain's sign of life is
+//! repeated by the next one. A full queue means NATS takes less than the node commits,
+//! usually a stalled or lost connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
