@@ -92,7 +92,10 @@ mod tests {
         let doc = include_str!("../../docs/protocol.md");
         for code in ErrorCode::ALL {
             let quoted = format!("`{}`", code.as_str());
-            assert!(doc.contains(&quoted), "docs/protocol.md does not name {quoted}");
+            assert!(
+                doc.contains(&quoted),
+                "docs/protocol.md does not name {quoted}"
+            );
         }
     }
 

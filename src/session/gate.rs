@@ -22,10 +22,6 @@ pub struct Gate {
     outbox: Outbox,
 }
 
-/// At most this many live publications are held while a replay runs; more means the client
-/// cannot keep up, and it is closed as a slow consumer.
-const MAX_HELD: usize = 10_000;
-
 impl Gate {
     /// A closed gate in front of `outbox`.
     pub fn closed(outbox: &Outbox) -> Arc<Gate> {
@@ -38,7 +34,9 @@ impl Gate {
     /// Opens the gate: queues what was held after `replayed_up_to` (an offset of the stream).
     pub fn open(&self, replayed_up_to: u64) {
         let mut held = self.held.lock();
-        for item in held.take().unwrap_or_default() {
+        let items = held.take().unwrap_or_default();
+        self.outbox.release_held(items.len());
+        for item in items {
             if let Outbound::Push { publication, .. } = &item {
                 if offset_of(publication).is_some_and(|o| o <= replayed_up_to) {
                     continue;
@@ -60,10 +58,8 @@ impl Recipient for Gate {
         let item = Outbound::push(publication, subscription_id, channel);
         let mut held = self.held.lock();
         match held.as_mut() {
-            Some(list) if list.len() >= MAX_HELD => {
-                self.outbox.overflow();
-                false
-            }
+            // The connection's budget of held publications (`outbox::MAX_HELD`).
+            Some(_) if !self.outbox.hold() => false,
             Some(list) => {
                 list.push(item);
                 true
@@ -74,6 +70,74 @@ impl Recipient for Gate {
     }
 }
 
+impl Drop for Gate {
+    /// A gate dropped closed (its subscription went during the replay) gives its held
+    /// publications back to the connection's budget.
+    fn drop(&mut self) {
+        if let Some(list) = self.held.get_mut().take() {
+            self.outbox.release_held(list.len());
+        }
+    }
+}
+
 fn offset_of(p: &Arc<Publication>) -> Option<u64> {
     p.durable.as_ref().map(|d| d.position.offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::protocol::{Namespace, Position};
+    use crate::session::outbox::{State, MAX_HELD};
+
+    fn publication() -> Arc<Publication> {
+        Arc::new(Publication::new(
+            Namespace::AccountActivity,
+            "k".into(),
+            "1".into(),
+            "c".into(),
+            "{}",
+            Some(crate::hub::Durable::new(Position {
+                epoch: "e".into(),
+                offset: 1,
+            })),
+            Instant::now(),
+        ))
+    }
+
+    #[test]
+    fn the_held_budget_is_the_connections_not_each_gates() {
+        let (outbox, _rx) = Outbox::new(1 << 30, false);
+        let (a, b) = (Gate::closed(&outbox), Gate::closed(&outbox));
+        let (p, id, ch): (_, Arc<str>, Arc<str>) = (publication(), "s".into(), "c".into());
+        for _ in 0..MAX_HELD / 2 {
+            assert!(a.deliver(&p, &id, &ch));
+            assert!(b.deliver(&p, &id, &ch));
+        }
+        assert_eq!(outbox.state(), State::Open);
+        assert!(!b.deliver(&p, &id, &ch));
+        assert_eq!(outbox.state(), State::Overflowed);
+    }
+
+    #[test]
+    fn an_opened_or_dropped_gate_gives_its_held_publications_back() {
+        let (outbox, _rx) = Outbox::new(1 << 30, false);
+        let (p, id, ch): (_, Arc<str>, Arc<str>) = (publication(), "s".into(), "c".into());
+        let dropped = Gate::closed(&outbox);
+        let opened = Gate::closed(&outbox);
+        for _ in 0..MAX_HELD / 2 {
+            assert!(dropped.deliver(&p, &id, &ch));
+            assert!(opened.deliver(&p, &id, &ch));
+        }
+        drop(dropped);
+        // Everything held was replayed already (offset 1), so opening queues nothing.
+        opened.open(1);
+        let next = Gate::closed(&outbox);
+        for _ in 0..MAX_HELD {
+            assert!(next.deliver(&p, &id, &ch));
+        }
+        assert_eq!(outbox.state(), State::Open);
+    }
 }

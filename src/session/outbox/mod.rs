@@ -79,7 +79,15 @@ struct Inner {
     state: AtomicU8,
     /// The writer and the session task waiting in [`Finishing`], one slot each.
     finishing_wakers: [AtomicWaker; 2],
+    /// Live publications held by this connection's closed gates (see `session::gate`),
+    /// all gates together; never above [`MAX_HELD`].
+    held: AtomicUsize,
 }
+
+/// At most this many live publications are held by one connection's closed gates while its
+/// replays run; one more means the client cannot keep up, and it is closed as a slow
+/// consumer. Counted per connection, so resuming many channels at once holds no more.
+pub const MAX_HELD: usize = 10_000;
 
 // === Outbound ===
 
@@ -127,6 +135,7 @@ impl Outbox {
             ack_mode,
             state: AtomicU8::new(State::Open as u8),
             finishing_wakers: [AtomicWaker::new(), AtomicWaker::new()],
+            held: AtomicUsize::new(0),
         });
         (
             Outbox {
@@ -157,6 +166,22 @@ impl Outbox {
     /// Called by the writer after it wrote an item of `len` bytes.
     pub fn written(&self, len: usize) {
         self.inner.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    /// Counts one live publication held by a closed gate. Past [`MAX_HELD`] for the
+    /// connection it is not counted, the outbox overflows, and false is returned.
+    pub fn hold(&self) -> bool {
+        if self.inner.held.fetch_add(1, Ordering::AcqRel) >= MAX_HELD {
+            self.inner.held.fetch_sub(1, Ordering::AcqRel);
+            self.inner.overflow();
+            return false;
+        }
+        true
+    }
+
+    /// A gate opened or went away with `n` publications held.
+    pub fn release_held(&self, n: usize) {
+        self.inner.held.fetch_sub(n, Ordering::AcqRel);
     }
 
     pub fn queued_bytes(&self) -> usize {
