@@ -9,10 +9,10 @@ pairs=$(
   for path in src/*.rs src/*/; do
     from=$(basename "${path%.rs}")
     case "$from" in lib|main|bin) continue ;; esac
-    grep -rhvE '^[[:space:]]*//' "$path" | grep -oE 'crate::[a-z_]+' | sed 's/crate:://' |
-      sort -u |
+    { grep -rhvE '^[[:space:]]*//' "$path" || true; } | { grep -oE 'crate::[a-z_]+' || true; } |
+      sed 's/crate:://' | sort -u |
       while read -r to; do
-        [ "$to" != "$from" ] && echo "$from $to"
+        if [ "$to" != "$from" ]; then echo "$from $to"; fi
       done
   done
 )
