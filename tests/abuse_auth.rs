@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// The binary with a complete configuration except `auth`, plus `env`.
 fn configured(env: &[(&str, &str)]) -> Command {
@@ -84,21 +83,6 @@ fn a_jwks_without_an_audience_refuses_to_start() {
     );
 }
 
-/// The upgrade's refusal: status and JSON body.
-async fn refusal(url: &str) -> (u16, Value) {
-    match tokio_tungstenite::connect_async(url).await {
-        Ok(_) => panic!("the upgrade was accepted"),
-        Err(WsError::Http(resp)) => {
-            let body = resp.body().as_deref().unwrap_or_default();
-            (
-                resp.status().as_u16(),
-                serde_json::from_slice(body).expect("JSON body"),
-            )
-        }
-        Err(e) => panic!("unexpected error: {e}"),
-    }
-}
-
 #[tokio::test]
 async fn a_token_living_longer_than_the_maximum_is_refused() {
     let gw = TestGateway::start(&[("GATEWAY__AUTH__MAX_TOKEN_LIFETIME", "2h")]).await;
@@ -106,14 +90,14 @@ async fn a_token_living_longer_than_the_maximum_is_refused() {
     let token = |claims: Value| gw.ws_url(&sign(&gw.secret, &claims));
 
     // Issued an hour ago for three hours: two left, but three in all.
-    let (status, body) = refusal(&token(
+    let (status, body) = refused(token(
         json!({"sub": "w", "iat": now - 3600, "exp": now + 7200}),
     ))
     .await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "token_invalid", "{body}");
     // No `iat`, and three hours left.
-    let (status, body) = refusal(&token(json!({"sub": "w", "exp": now + 3 * 3600}))).await;
+    let (status, body) = refused(token(json!({"sub": "w", "exp": now + 3 * 3600}))).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "token_invalid", "{body}");
     assert_eq!(
@@ -139,7 +123,7 @@ async fn the_default_maximum_is_a_day() {
         &gw.secret,
         &json!({"sub": "w", "iat": now, "exp": now + 7 * 86_400}),
     );
-    let (status, body) = refusal(&gw.ws_url(&long)).await;
+    let (status, body) = refused(gw.ws_url(&long).as_str()).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("token_invalid"))

@@ -9,22 +9,6 @@ use base64::Engine;
 use common::*;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Error as WsError;
-
-/// Attempts an upgrade; returns the refusal's status and JSON body.
-async fn refused(request: impl IntoClientRequest + Unpin) -> (u16, Value) {
-    match tokio_tungstenite::connect_async(request).await {
-        Ok(_) => panic!("the upgrade was accepted"),
-        Err(WsError::Http(resp)) => {
-            let body = resp.body().as_deref().unwrap_or_default();
-            (
-                resp.status().as_u16(),
-                serde_json::from_slice(body).expect("JSON body"),
-            )
-        }
-        Err(e) => panic!("unexpected error: {e}"),
-    }
-}
 
 fn assert_refusal((status, body): (u16, Value), code: &str) {
     assert_eq!(status, 401, "{body}");

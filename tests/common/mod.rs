@@ -660,3 +660,20 @@ fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
         at,
     ))
 }
+
+/// Attempts an upgrade; returns the refusal's status and JSON body.
+pub async fn refused(
+    request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+) -> (u16, Value) {
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => panic!("the upgrade was accepted"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().unwrap_or_default();
+            (
+                resp.status().as_u16(),
+                serde_json::from_slice(body).expect("JSON body"),
+            )
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
