@@ -2,7 +2,7 @@
 # Where the gateway's CPU goes per unicast message (S1) and per new connection (S4), by
 # instruction counts (valgrind's callgrind) and syscall counts (strace -c -f).
 #
-#   bash scripts/profile-hot-path.sh [--out DIR] [--skip-build] [--only callgrind|strace]
+#   bash scripts/profile-hot-path.sh [--out DIR] [--skip-build] [--only callgrind|strace] [--scenario s1|s4]
 #   bash scripts/profile-hot-path.sh --report DIR   # only rewrite DIR/results.md from its runs
 #
 # Starts the release gateway on the embedded default (SQLite history, durable, HS256 tokens;
@@ -40,12 +40,14 @@ out="target/profile-hot-path/$(date -u +%Y%m%dT%H%M%SZ)"
 build=1
 runs=1
 tools=(callgrind strace)
+kinds=(s1 s4)
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --skip-build) build=0; shift ;;
     --report) out="$2"; runs=0; build=0; shift 2 ;;
     --only) tools=("$2"); shift 2 ;;
+    --scenario) kinds=("$2"); shift 2 ;;
     -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -146,20 +148,24 @@ s1=(s1 --connections "$CONNS" --in-flight "$IN_FLIGHT" --batch 1 --step "${step}
 for r in $(seq "$REPEATS"); do
   [ "$runs" = 1 ] || break
   for tool in "${tools[@]}"; do
-    run_one "$tool" "s1-hi-$r-$tool" "${s1[@]}" --rates "$RATE"
-    run_one "$tool" "s1-lo-$r-$tool" "${s1[@]}" --rates "$(( RATE / 2 ))"
-    run_one "$tool" "s4-hi-$r-$tool" s4 --connections "$S4_CONNS" --in-flight "$IN_FLIGHT"
-    run_one "$tool" "s4-lo-$r-$tool" s4 --connections "$(( S4_CONNS / 2 ))" --in-flight "$IN_FLIGHT"
+    if [[ " ${kinds[*]} " == *" s1 "* ]]; then
+      run_one "$tool" "s1-hi-$r-$tool" "${s1[@]}" --rates "$RATE"
+      run_one "$tool" "s1-lo-$r-$tool" "${s1[@]}" --rates "$(( RATE / 2 ))"
+    fi
+    if [[ " ${kinds[*]} " == *" s4 "* ]]; then
+      run_one "$tool" "s4-hi-$r-$tool" s4 --connections "$S4_CONNS" --in-flight "$IN_FLIGHT"
+      run_one "$tool" "s4-lo-$r-$tool" s4 --connections "$(( S4_CONNS / 2 ))" --in-flight "$IN_FLIGHT"
+    fi
   done
 done
 
 python3 - "$out" "$REPEATS" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
   "CONNS=$CONNS MSGS=$MSGS RATE=$RATE S4_CONNS=$S4_CONNS IN_FLIGHT=$IN_FLIGHT, gateway on cpu $SERVER_CPU, generator on cpu $GENERATOR_CPU" \
-  "${tools[@]}" >"$out/results.md" <<'PY'
+  "${kinds[*]}" "${tools[@]}" >"$out/results.md" <<'PY'
 import json, os, re, sys
 from collections import defaultdict
 
-out, repeats, commit, params, tools = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
+out, repeats, commit, params, kinds, tools = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5].split(), sys.argv[6:]
 
 # Where an instruction goes, by the function it is executed in (first match wins).
 GROUPS = [
@@ -241,7 +247,7 @@ print(f"# Where the CPU goes: instructions and syscalls (git {commit})\n")
 print(f"{params}; each figure is (run with the larger workload - run with half of it) / (difference in work).\n")
 
 summary = []
-for kind in ("s1", "s4"):
+for kind in kinds:
     print(f"## {kind.upper()}: per {unit[kind]}\n")
     if "callgrind" in tools:
         per_rep, selfs, incls = [], [], []
