@@ -13,6 +13,7 @@ both_backends!(
     idempotent_retry_returns_the_original_position,
     positions_write_nothing_and_resume_from_the_first_publication,
     data_and_epoch_survive_close_and_reopen,
+    last_offsets_of_small_and_large_batches_survive_reopen,
     empty_and_invalid_appends,
 );
 
@@ -221,6 +222,42 @@ async fn data_and_epoch_survive_close_and_reopen(backend: Backend) {
     assert_eq!(next[0].position.epoch, before.epoch);
     assert_eq!(next[0].position.offset, 4);
     assert_eq!(rec.len(), 1);
+    history.close().await;
+    store.cleanup().await;
+}
+
+/// A batch's new last offsets are written with it whatever the number of streams it touches
+/// (a few, or many at once), for streams new and already written: a reopened history hands
+/// out the next offsets, not ones already taken.
+async fn last_offsets_of_small_and_large_batches_survive_reopen(backend: Backend) {
+    let store = TestStore::new(backend).await;
+    let streams: Vec<String> = (0..9)
+        .map(|i| format!("account-activity.v1.eip155:0:0x{i:02}"))
+        .collect();
+    let (small, large) = streams.split_at(2);
+    let (history, _rec) = open(&store.storage, &quiet_cfg()).await;
+    for round in 0..3 {
+        for batch in [small, large] {
+            // Two publications per stream in each batch.
+            let pubs = batch
+                .iter()
+                .chain(batch)
+                .map(|s| publ(s, round, None))
+                .collect();
+            history.append(pubs).await.unwrap();
+        }
+    }
+    history.close().await;
+
+    let (history, _rec) = open(&store.storage, &quiet_cfg()).await;
+    let positions = history.positions(&streams).await.unwrap();
+    assert!(positions.iter().all(|p| p.offset == 6), "{positions:?}");
+    let next = history
+        .append(streams.iter().map(|s| publ(s, 9, None)).collect())
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = next.iter().map(|c| c.position.offset).collect();
+    assert_eq!(offsets, vec![7; streams.len()]);
     history.close().await;
     store.cleanup().await;
 }

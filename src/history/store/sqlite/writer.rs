@@ -155,7 +155,35 @@ pub(crate) async fn commit(
         });
         qb.push("; ");
     }
-    for chunk in planned.tops.chunks(CHUNK) {
+    if planned.tops.len() <= CACHED_UP_TO {
+        // A few tops are a few single-row updates by primary key: `UPDATE … FROM` builds two
+        // temporary tables for its FROM clause (a temporary B-tree opened and a zeroed page
+        // each time), which costs more than a small commit's own writes.
+        for (s, top) in &planned.tops {
+            qb.push("UPDATE OR ROLLBACK streams SET last_offset = ")
+                .push_bind(offset_i64(*top))
+                .push(" WHERE id = ")
+                .push_bind(ids.get(s).copied().unwrap_or(-1))
+                .push("; ");
+        }
+    } else {
+        push_tops(&mut qb, &planned.tops, &ids);
+    }
+    qb.push("COMMIT");
+    let cached = planned.fresh.len() <= CACHED_UP_TO && planned.tops.len() <= CACHED_UP_TO;
+    qb.build().persistent(cached).execute(&mut *w.conn).await?;
+
+    w.known.remember(ids, states, &planned.tops);
+    Ok(planned.results)
+}
+
+/// Sets the new last offsets of many streams, a chunk of rows per statement.
+fn push_tops(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    tops: &[(String, u64)],
+    ids: &HashMap<String, i64>,
+) {
+    for chunk in tops.chunks(CHUNK) {
         qb.push("WITH v(id, top) AS (");
         qb.push_values(chunk, |mut b, (s, top)| {
             b.push_bind(ids.get(s).copied().unwrap_or(-1))
@@ -165,12 +193,6 @@ pub(crate) async fn commit(
             ") UPDATE OR ROLLBACK streams SET last_offset = v.top FROM v WHERE streams.id = v.id; ",
         );
     }
-    qb.push("COMMIT");
-    let cached = planned.fresh.len() <= CACHED_UP_TO && planned.tops.len() <= CACHED_UP_TO;
-    qb.build().persistent(cached).execute(&mut *w.conn).await?;
-
-    w.known.remember(ids, states, &planned.tops);
-    Ok(planned.results)
 }
 
 impl KnownStreams {
