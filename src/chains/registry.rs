@@ -123,7 +123,7 @@ impl Registry {
 
     fn alive(&self, chain: &ChainId, wall_ms: Option<i64>) -> Result<(), ChainRefused> {
         let now = Instant::now();
-        let change = {
+        {
             let mut st = self.state.lock();
             let State {
                 entries,
@@ -135,9 +135,9 @@ impl Registry {
             if let Some(ms) = wall_ms {
                 unsaved.insert(chain.to_string(), ms);
             }
-            settle(entry, node, now)
-        };
-        self.announce(change.into_iter().collect());
+            let change = settle(entry, node, now);
+            self.announce(change.into_iter().collect());
+        }
         Ok(())
     }
 
@@ -150,17 +150,15 @@ impl Registry {
         add: bool,
     ) -> Result<ChainView, ChainRefused> {
         let now = Instant::now();
-        let (change, view) = {
-            let mut st = self.state.lock();
-            let State { entries, node, .. } = &mut *st;
-            if !add && !entries.contains_key(&chain.to_string()) {
-                return Err(ChainRefused::Unknown(chain.to_string()));
-            }
-            let entry = self.admit(entries, chain)?;
-            entry.mode = mode;
-            let change = settle(entry, node, now);
-            (change, view_of(entry, node, now))
-        };
+        let mut st = self.state.lock();
+        let State { entries, node, .. } = &mut *st;
+        if !add && !entries.contains_key(&chain.to_string()) {
+            return Err(ChainRefused::Unknown(chain.to_string()));
+        }
+        let entry = self.admit(entries, chain)?;
+        entry.mode = mode;
+        let change = settle(entry, node, now);
+        let view = view_of(entry, node, now);
         self.announce(change.into_iter().collect());
         Ok(view)
     }
@@ -169,22 +167,20 @@ impl Registry {
     /// last sign of life (`age` ago) when later than the one known.
     pub fn restore(&self, chain: &ChainId, mode: Option<Mode>, age: Option<Duration>) {
         let now = Instant::now();
-        let change = {
-            let mut st = self.state.lock();
-            let State { entries, node, .. } = &mut *st;
-            let Ok(entry) = self.admit(entries, chain) else {
-                return;
-            };
-            if let Some(mode) = mode {
-                entry.mode = mode;
-            }
-            if let Some(seen) = age.and_then(|a| now.checked_sub(a)) {
-                if entry.last_seen.is_none_or(|t| t < seen) {
-                    entry.last_seen = Some(seen);
-                }
-            }
-            settle(entry, node, now)
+        let mut st = self.state.lock();
+        let State { entries, node, .. } = &mut *st;
+        let Ok(entry) = self.admit(entries, chain) else {
+            return;
         };
+        if let Some(mode) = mode {
+            entry.mode = mode;
+        }
+        if let Some(seen) = age.and_then(|a| now.checked_sub(a)) {
+            if entry.last_seen.is_none_or(|t| t < seen) {
+                entry.last_seen = Some(seen);
+            }
+        }
+        let change = settle(entry, node, now);
         self.announce(change.into_iter().collect());
     }
 
@@ -208,14 +204,12 @@ impl Registry {
     /// Re-applies the rule to every chain (staleness, node inputs).
     pub fn tick(&self) {
         let now = Instant::now();
-        let changes = {
-            let mut st = self.state.lock();
-            let State { entries, node, .. } = &mut *st;
-            entries
-                .values_mut()
-                .filter_map(|e| settle(e, node, now))
-                .collect()
-        };
+        let mut st = self.state.lock();
+        let State { entries, node, .. } = &mut *st;
+        let changes = entries
+            .values_mut()
+            .filter_map(|e| settle(e, node, now))
+            .collect();
         self.announce(changes);
     }
 
@@ -258,6 +252,9 @@ impl Registry {
             .ok_or_else(|| ChainRefused::Unknown(key.clone()))
     }
 
+    /// Tells the subscribers of `events` about `changes`. Called with the state locked: an
+    /// event sent after the lock was released could overtake a later change's event, and
+    /// wallets would end on a status the node does not hold.
     fn announce(&self, mut changes: Vec<(ChainId, bool)>) {
         if changes.is_empty() {
             return;

@@ -161,3 +161,52 @@ fn unsaved_signs_of_life_are_taken_once_and_returned_on_failure() {
     r.return_unsaved([("eip155:1".to_owned(), 100)].into());
     assert_eq!(r.take_unsaved()["eip155:1"], 200, "the newer one wins");
 }
+
+/// Two threads flipping one chain's mode: the events, in the order they are received, must
+/// alternate and end on the chain's state. An event sent after the registry's lock was
+/// released could overtake an earlier one, and wallets would end on a status the node does not
+/// hold (an `up` it cannot honour, or polling for a chain that is up).
+#[test]
+fn concurrent_changes_are_announced_in_the_order_they_happened() {
+    let r = registry(Duration::from_secs(60), 8);
+    let chain = id("eip155:1");
+    let mut rx = r.events();
+    let mut last = None;
+    let mut received = 0;
+    // Rounds small enough for the event channel (256) to hold a round's events unread.
+    for _ in 0..300 {
+        std::thread::scope(|s| {
+            for first in [Mode::Up, Mode::Down] {
+                let (r, chain) = (&r, &chain);
+                s.spawn(move || {
+                    let second = if first == Mode::Up {
+                        Mode::Down
+                    } else {
+                        Mode::Up
+                    };
+                    for _ in 0..60 {
+                        r.set_mode(chain, first, false).unwrap();
+                        r.set_mode(chain, second, false).unwrap();
+                    }
+                });
+            }
+        });
+        while let Ok(event) = rx.try_recv() {
+            for (c, up) in &event.changes {
+                assert_eq!(c, &chain);
+                assert_ne!(
+                    last,
+                    Some(*up),
+                    "two `{up}` in a row after {received} events"
+                );
+                last = Some(*up);
+                received += 1;
+            }
+        }
+        assert_eq!(
+            last,
+            Some(r.up_chains().contains(&chain)),
+            "after {received} events"
+        );
+    }
+}
