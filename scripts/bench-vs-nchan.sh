@@ -9,8 +9,9 @@
 # through every rate, since its first step already fails the 100 ms p99 on both servers);
 # ARGS are extra gateway-bench arguments for both servers, comma-separated, e.g.
 # `s1:--batch,1,--rates,2000,5000,10000` (Nchan always takes one publication per request).
-# Reports go to DIR (default target/bench-vs-nchan/<time>): <scenario>-gateway.json,
-# <scenario>-nchan.json and results.md with one table per scenario.
+# Reports go to DIR (default target/bench-vs-nchan/<time>): <spec>-gateway.json,
+# <spec>-nchan.json (the spec with every other character as `_`) and results.md with one
+# table per spec.
 #
 # Installs nginx and libnginx-mod-nchan from Debian's packages if they are missing. Stops only
 # the nginx it started, by PID.
@@ -24,7 +25,7 @@ scenarios=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) scenarios+=("$1"); shift ;;
   esac
 done
@@ -107,15 +108,19 @@ for spec in "${scenarios[@]}"; do
   name=${spec%%:*}
   extra=()
   if [ "$spec" != "$name" ]; then IFS=',' read -r -a extra <<<"${spec#*:}"; fi
-  echo "== $name: gateway"
-  $bench $gateway --json "$out/$name-gateway.json" "$name" "${extra[@]}" | tee "$out/$name-gateway.txt"
-  echo "== $name: nginx + Nchan"
+  # One file name per spec, so that a scenario can be run with two sets of arguments.
+  label=$(tr -c 'A-Za-z0-9\n' '_' <<<"$spec")
+  echo "== $spec: gateway"
+  $bench $gateway --json "$out/$label-gateway.json" "$name" "${extra[@]}" | tee "$out/$label-gateway.txt"
+  echo "== $spec: nginx + Nchan"
   start_nginx
   $bench --nchan --addr "$nginx_addr" --server-pid "$nginx_worker" \
-    --json "$out/$name-nchan.json" "$name" "${extra[@]}" | tee "$out/$name-nchan.txt"
+    --json "$out/$label-nchan.json" "$name" "${extra[@]}" | tee "$out/$label-nchan.txt"
   stop_nginx
   {
-    target/release/gateway-bench compare "$out/$name-gateway.json" "$out/$name-nchan.json"
+    echo "\`$spec\`"
+    echo
+    target/release/gateway-bench compare "$out/$label-gateway.json" "$out/$label-nchan.json"
     echo
   } >>"$out/results.md"
 done
