@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$out"
 [ "$build" = 0 ] || cargo build --release --bins
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
 
 # A free loopback port for the metrics listener, so /metrics can be read while the main
 # listener's port is the generator's business.
@@ -66,8 +67,7 @@ done
 wait "$bench_pid" || true
 bench_pid=""
 
-python3 - "$out" "$WARMUP" "$RATE" "$MINUTES" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
-  >"$out/results.md" <<'PY'
+python3 - "$out" "$WARMUP" "$RATE" "$MINUTES" "$commit" >"$out/results.md" <<'PY'
 import sys
 out, warmup, rate, minutes, commit = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 rows = [tuple(float(x) for x in l.split("\t")) for l in open(f"{out}/samples.tsv") if l.strip()]
