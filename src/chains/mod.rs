@@ -189,7 +189,7 @@ impl Chains {
         if unsaved.is_empty() {
             return;
         }
-        let rows: Vec<(String, i64)> = unsaved.iter().map(|(c, ms)| (c.clone(), *ms)).collect();
+        let rows: Vec<(String, i64)> = unsaved.iter().map(|(c, ms)| (c.to_string(), *ms)).collect();
         if let Err(error) = self.history.save_chains_seen(&rows).await {
             tracing::debug!(%error, "Last signs of life not stored; retrying at the next write.");
             self.registry.return_unsaved(unsaved);

@@ -41,11 +41,11 @@ pub enum ChainRefused {
 /// Everything behind the registry's lock.
 struct State {
     /// Chains by CAIP-2 id.
-    entries: HashMap<String, Entry>,
+    entries: HashMap<ChainId, Entry>,
     /// The node-wide inputs of the rule.
     node: NodeInputs,
     /// Signs of life seen on this node (wall clock, ms) not yet written to the store.
-    unsaved: HashMap<String, i64>,
+    unsaved: HashMap<ChainId, i64>,
 }
 
 /// The registry. Cheap to share behind an `Arc`.
@@ -88,7 +88,7 @@ impl Registry {
             }
             metrics::chain_status(&chain.to_string(), false);
             let stale = config.stale_after_of(&chain.to_string());
-            entries.insert(chain.to_string(), Entry::new(chain, stale));
+            entries.insert(chain.clone(), Entry::new(chain, stale));
         }
         metrics::chains_refused(0);
         let (events, _) = broadcast::channel(256);
@@ -133,7 +133,12 @@ impl Registry {
             let entry = self.admit(entries, chain)?;
             entry.last_seen = Some(now);
             if let Some(ms) = wall_ms {
-                unsaved.insert(chain.to_string(), ms);
+                match unsaved.get_mut(chain) {
+                    Some(slot) => *slot = ms,
+                    None => {
+                        unsaved.insert(chain.clone(), ms);
+                    }
+                }
             }
             let change = settle(entry, node, now);
             self.announce(change.into_iter().collect());
@@ -152,7 +157,7 @@ impl Registry {
         let now = Instant::now();
         let mut st = self.state.lock();
         let State { entries, node, .. } = &mut *st;
-        if !add && !entries.contains_key(&chain.to_string()) {
+        if !add && !entries.contains_key(chain) {
             return Err(ChainRefused::Unknown(chain.to_string()));
         }
         let entry = self.admit(entries, chain)?;
@@ -214,12 +219,12 @@ impl Registry {
     }
 
     /// Takes the signs of life not yet written to the store.
-    pub fn take_unsaved(&self) -> HashMap<String, i64> {
+    pub fn take_unsaved(&self) -> HashMap<ChainId, i64> {
         std::mem::take(&mut self.state.lock().unsaved)
     }
 
     /// Gives back signs of life whose write failed (a newer one wins).
-    pub fn return_unsaved(&self, back: HashMap<String, i64>) {
+    pub fn return_unsaved(&self, back: HashMap<ChainId, i64>) {
         let mut st = self.state.lock();
         for (chain, ms) in back {
             let slot = st.unsaved.entry(chain).or_insert(ms);
@@ -230,11 +235,11 @@ impl Registry {
     /// Takes `chain` in when it is known or there is room; counts a refusal.
     fn admit<'a>(
         &self,
-        entries: &'a mut HashMap<String, Entry>,
+        entries: &'a mut HashMap<ChainId, Entry>,
         chain: &ChainId,
     ) -> Result<&'a mut Entry, ChainRefused> {
-        let key = chain.to_string();
-        if !entries.contains_key(&key) {
+        if !entries.contains_key(chain) {
+            let key = chain.to_string();
             if entries.len() >= self.config.max_chains {
                 metrics::chains_refused(1);
                 tracing::debug!(chain = %key, max = self.config.max_chains, "Chain refused: chains.max_chains reached.");
@@ -245,11 +250,11 @@ impl Registry {
             }
             metrics::chain_status(&key, false);
             let stale = self.config.stale_after_of(&key);
-            entries.insert(key.clone(), Entry::new(chain.clone(), stale));
+            entries.insert(chain.clone(), Entry::new(chain.clone(), stale));
         }
         entries
-            .get_mut(&key)
-            .ok_or_else(|| ChainRefused::Unknown(key.clone()))
+            .get_mut(chain)
+            .ok_or_else(|| ChainRefused::Unknown(chain.to_string()))
     }
 
     /// Tells the subscribers of `events` about `changes`. Called with the state locked: an
@@ -285,7 +290,7 @@ impl Registry {
     pub fn view(&self, chain: &ChainId) -> Option<ChainView> {
         let st = self.state.lock();
         st.entries
-            .get(&chain.to_string())
+            .get(chain)
             .map(|e| view_of(e, &st.node, Instant::now()))
     }
 

@@ -154,12 +154,12 @@ fn unsaved_signs_of_life_are_taken_once_and_returned_on_failure() {
     let taken = r.take_unsaved();
     assert_eq!(
         taken.into_iter().collect::<Vec<_>>(),
-        vec![("eip155:1".to_owned(), 100)]
+        vec![(id("eip155:1"), 100)]
     );
     assert!(r.take_unsaved().is_empty());
     r.local_alive(&id("eip155:1"), 200).unwrap();
-    r.return_unsaved([("eip155:1".to_owned(), 100)].into());
-    assert_eq!(r.take_unsaved()["eip155:1"], 200, "the newer one wins");
+    r.return_unsaved([(id("eip155:1"), 100)].into());
+    assert_eq!(r.take_unsaved()[&id("eip155:1")], 200, "the newer one wins");
 }
 
 /// Two threads flipping one chain's mode: the events, in the order they are received, must
