@@ -7,11 +7,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::json;
 
 use super::error::ApiError;
 use super::keys::{require, Role};
-use crate::ingest::{self, ItemError, PublishError, Rejection};
+use crate::ingest::{self, ItemError, Outcome, PublishError, Rejection};
 use crate::metrics;
 use crate::node::Node;
 use crate::protocol::ErrorCode;
@@ -86,9 +87,21 @@ async fn handle(node: &Arc<Node>, headers: &HeaderMap, body: Body) -> Result<Res
     })?;
     Ok((
         StatusCode::OK,
-        Json(json!({"accepted": outcomes.len(), "publications": outcomes})),
+        Json(Accepted {
+            accepted: outcomes.len(),
+            publications: outcomes,
+        }),
     )
         .into_response())
+}
+
+/// The reply to an accepted request, members in name order.
+#[derive(Serialize)]
+struct Accepted {
+    /// How many publications were accepted: all of the request's.
+    accepted: usize,
+    /// What happened to each, in request order.
+    publications: Vec<Outcome>,
 }
 
 /// Reads the body up to `limit` bytes; larger bodies are a 413 with a JSON body.
@@ -109,4 +122,37 @@ pub async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiErro
             ApiError::bad_request(format!("could not read the body: {e}"))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Position;
+
+    #[test]
+    fn the_reply_lists_members_in_name_order() {
+        let outcome = |duplicate| Outcome {
+            channel: "c".into(),
+            duplicate,
+            message_id: Some("e-1".into()),
+            position: Some(Position {
+                epoch: "e".into(),
+                offset: 1,
+            }),
+        };
+        let market = Outcome {
+            channel: "m".into(),
+            duplicate: false,
+            message_id: None,
+            position: None,
+        };
+        let reply = Accepted {
+            accepted: 3,
+            publications: vec![outcome(true), outcome(false), market],
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"accepted":3,"publications":[{"channel":"c","duplicate":true,"messageId":"e-1","position":{"epoch":"e","offset":1}},{"channel":"c","messageId":"e-1","position":{"epoch":"e","offset":1}},{"channel":"m"}]}"#
+        );
+    }
 }

@@ -133,13 +133,21 @@ impl Publication {
 
 impl Durable {
     pub fn new(position: Position) -> Self {
-        let message_id: Arc<str> = message_id(&position).into();
-        let head = format!(
-            r#""messageId":"{message_id}","position":{{"epoch":"{}","offset":{}}},"#,
-            position.epoch, position.offset
-        );
+        let mut offset = itoa::Buffer::new();
+        let offset = offset.format(position.offset);
+        let message_id = message_id(&position);
+        let head = [
+            r#""messageId":""#,
+            &message_id,
+            r#"","position":{"epoch":""#,
+            &position.epoch,
+            r#"","offset":"#,
+            offset,
+            "},",
+        ]
+        .concat();
         Self {
-            message_id,
+            message_id: message_id.into(),
             position,
             head: head.into_boxed_str(),
         }
@@ -149,7 +157,9 @@ impl Durable {
 /// The message id of the publication at `position`: `<epoch>-<offset>`. Epochs are random
 /// per stream, so the id is unique across streams and stable across restarts.
 pub fn message_id(position: &Position) -> String {
-    format!("{}-{}", position.epoch, position.offset)
+    let mut offset = itoa::Buffer::new();
+    let offset = offset.format(position.offset);
+    [&position.epoch, "-", offset].concat()
 }
 
 #[cfg(test)]

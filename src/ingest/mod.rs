@@ -23,21 +23,22 @@ use crate::protocol::Position;
 use crate::protocol::{Channel, Namespace};
 pub use validate::{validate, ItemError, Rejection, Validated};
 
-/// What happened to one accepted publication.
+/// What happened to one accepted publication. Members are declared in name order: the
+/// order of the reply's members on the wire.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     /// The canonical channel it was published on.
     pub channel: String,
+    /// True when the idempotency key was already stored: not delivered again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
     /// The message id of account activity (the same on every delivery and replay).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
     /// The stream position of account activity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
-    /// True when the idempotency key was already stored: not delivered again.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub duplicate: bool,
 }
 
 /// Publishing failed after validation; nothing was delivered.
@@ -57,16 +58,18 @@ impl From<HistoryError> for PublishError {
 /// Publishes validated publications; outcomes are in input order.
 pub async fn publish(
     node: &Arc<Node>,
-    items: Vec<Validated>,
+    mut items: Vec<Validated>,
 ) -> Result<Vec<Outcome>, PublishError> {
+    // The store takes the payload and key of account activity; the items keep the channel
+    // for the outcomes, and market data keeps its payload for the broker.
     let durable: Vec<NewPublication> = items
-        .iter()
+        .iter_mut()
         .filter(|i| i.namespace() == Namespace::AccountActivity)
         .map(|i| NewPublication {
             stream: i.channel.hub_key(),
             channel: i.canonical.clone(),
-            payload: i.payload.clone(),
-            idempotency_key: i.id.clone(),
+            payload: std::mem::take(&mut i.payload),
+            idempotency_key: i.id.take(),
         })
         .collect();
     if !node.broker.is_up() {

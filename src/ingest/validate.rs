@@ -2,10 +2,17 @@
 //!
 //! Every item is checked before anything is delivered; the rejection lists every invalid item
 //! with its index, a stable code and a message saying what to fix.
+//!
+//! The body is read in one pass: each object's members are sorted into the parts validation
+//! needs as they are met, and a member of the wrong type is recorded, not raised, so that one
+//! bad item neither hides the others nor turns into a body error. Only JSON syntax errors
+//! abort the pass. `data` is kept as the text it was sent as and probed once more for the
+//! members validation looks at.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::fmt;
 
-use serde::de::IgnoredAny;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
@@ -66,17 +73,284 @@ pub enum Rejection {
     Items(Vec<ItemError>),
 }
 
-/// An object's members, borrowed from the body: no value is parsed into a tree, and `data`
-/// is passed on as the text it was sent as (the hot path of the publish API).
-type Members<'a> = BTreeMap<&'a str, &'a RawValue>;
+// === Reading the body ===
+
+/// The scalar visitor methods of a visitor that reads every scalar as `$value`.
+macro_rules! scalars_are {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// The string, `null` and array visitor methods of a visitor that reads them as `$value`.
+macro_rules! strings_null_and_arrays_are {
+    ($value:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            skip_seq(seq).map(|()| $value)
+        }
+    };
+}
+
+/// Reads an array to its end without keeping anything.
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// Reads an object to its end without keeping anything.
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// A member where a string is expected: the string (borrowed from the body unless it has
+/// escapes), `null`, or a value of another type.
+enum Text<'a> {
+    Str(Cow<'a, str>),
+    Null,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_are!(Text::Other);
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Text::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq).map(|()| Text::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                skip_map(map).map(|()| Text::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A member name: borrowed from the body, or `Escaped` when it contains escapes (no name a
+/// publication has is sent that way, and such an object is refused).
+enum Key<'a> {
+    Name(&'a str),
+    Escaped,
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key::Name(v))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Key::Escaped)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The members of an object read as a publication (the body itself, or an item of
+/// `publications`). A member met twice keeps its last value.
+#[derive(Default)]
+struct Fields<'a> {
+    /// A member name with escapes was met.
+    escaped: bool,
+    /// The first, in byte order, of the members a publication does not have.
+    unknown: Option<&'a str>,
+    /// `channel`, as whatever type it was sent.
+    channel: Option<Text<'a>>,
+    /// `data`, as the text it was sent as.
+    data: Option<&'a RawValue>,
+    /// `id`, as whatever type it was sent.
+    id: Option<Text<'a>>,
+    /// `publications`: read only on the body itself, which it makes a batch.
+    publications: Option<List<'a>>,
+}
+
+impl<'de> Fields<'de> {
+    /// Reads an object's members; `top` reads `publications` too.
+    fn read<A: MapAccess<'de>>(mut map: A, top: bool) -> Result<Self, A::Error> {
+        let mut f = Fields::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key {
+                Key::Name("channel") => f.channel = Some(map.next_value()?),
+                Key::Name("data") => f.data = Some(map.next_value()?),
+                Key::Name("id") => f.id = Some(map.next_value()?),
+                Key::Name("publications") if top => f.publications = Some(map.next_value()?),
+                Key::Name(name) => {
+                    if f.unknown.is_none_or(|u| name < u) {
+                        f.unknown = Some(name);
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Key::Escaped => {
+                    f.escaped = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// Validates the publication these members make.
+    fn validate(self) -> Result<Validated, Invalid> {
+        if self.escaped {
+            return Err(not_a_publication());
+        }
+        if let Some(k) = self.unknown {
+            return Err(Invalid::new(
+                ErrorCode::InvalidPublication,
+                format!("unknown field \"{k}\"; a publication has channel, data and optional id"),
+            ));
+        }
+        let Some(Text::Str(channel)) = self.channel else {
+            return Err(Invalid::new(
+                ErrorCode::InvalidChannel,
+                "\"channel\" must be a string",
+            ));
+        };
+        let id = match self.id {
+            None | Some(Text::Null) => None,
+            Some(Text::Str(id)) => Some(id),
+            Some(Text::Other) => return Err(Invalid::new(ErrorCode::InvalidId, id_rule())),
+        };
+        let data = self.data.ok_or_else(data_not_object)?;
+        check(channel, id, data)
+    }
+}
+
+/// The error of an item that is not an object of plainly named members.
+fn not_a_publication() -> Invalid {
+    Invalid::new(
+        ErrorCode::InvalidPublication,
+        "a publication must be an object {channel, data}",
+    )
+}
+
+/// The error of a `data` that is missing or not an object.
+fn data_not_object() -> Invalid {
+    Invalid::new(ErrorCode::InvalidData, "\"data\" must be a JSON object")
+}
+
+/// The body, or one item of `publications`: an object's members or another value.
+enum Object<'a> {
+    Members(Fields<'a>),
+    Not,
+}
+
+/// Reads an object with [`Fields::read`]; `top` as there.
+struct ObjectVisitor {
+    top: bool,
+}
+
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = Object<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    scalars_are!(Object::Not);
+    strings_null_and_arrays_are!(Object::Not);
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Fields::read(map, self.top).map(Object::Members)
+    }
+}
+
+impl<'de> Deserialize<'de> for Object<'de> {
+    /// Reads an item of `publications`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor { top: false })
+    }
+}
+
+/// The body as a whole.
+struct Top<'a>(Object<'a>);
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor { top: true }).map(Top)
+    }
+}
+
+/// The value of `publications`: its items, or another value.
+enum List<'a> {
+    Items(Vec<Object<'a>>),
+    Not,
+}
+
+impl<'de> Deserialize<'de> for List<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = List<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_are!(List::Not);
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(List::Not)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(List::Not)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                skip_map(map).map(|()| List::Not)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(List::Items(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// What validation needs to see inside `data`; every other member is skipped unparsed.
 #[derive(Deserialize)]
 struct DataProbe<'a> {
     #[serde(rename = "requestId", default, deserialize_with = "present")]
     request_id: bool,
-    #[serde(borrow, default, deserialize_with = "some_raw")]
-    address: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_text")]
+    address: Option<Text<'a>>,
 }
 
 /// True for a member that is there at all, whatever its value (`null` included).
@@ -85,13 +359,16 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 /// `Some` for a member that is there, `null` included (an `Option` would read `null` as absent).
-fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+fn some_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Text<'de>>, D::Error> {
+    Text::deserialize(d).map(Some)
 }
+
+// === Validating ===
 
 /// Parses and validates a request body.
 pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejection> {
-    let whole: &RawValue = serde_json::from_slice(body).map_err(|e| {
+    // Every value is accepted by the visitors above, so only a syntax error fails the parse.
+    let Top(top) = serde_json::from_slice(body).map_err(|e| {
         Rejection::Body(format!("body is not valid JSON ({e}); send {{\"channel\",\"data\"}} or {{\"publications\":[…]}}"))
     })?;
     let not_object = || {
@@ -99,15 +376,18 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
             "body must be a JSON object: {\"channel\",\"data\"} or {\"publications\":[…]}".into(),
         )
     };
-    if !whole.get().starts_with('{') {
-        return Err(not_object());
-    }
-    let members: Members<'_> = serde_json::from_str(whole.get()).map_err(|_| not_object())?;
-    let items: Vec<&RawValue> = match members.get("publications") {
-        Some(list) => serde_json::from_str(list.get()).map_err(|_| {
-            Rejection::Body("\"publications\" must be an array of {channel, data} objects".into())
-        })?,
-        None => vec![whole],
+    let mut top = match top {
+        Object::Members(f) if !f.escaped => f,
+        _ => return Err(not_object()),
+    };
+    let items = match top.publications.take() {
+        Some(List::Items(items)) => items,
+        Some(List::Not) => {
+            return Err(Rejection::Body(
+                "\"publications\" must be an array of {channel, data} objects".into(),
+            ))
+        }
+        None => vec![Object::Members(top)],
     };
     if items.is_empty() {
         return Err(Rejection::Body(
@@ -123,7 +403,11 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
     let mut valid = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match validate_item(item) {
+        let checked = match item {
+            Object::Members(f) => f.validate(),
+            Object::Not => Err(not_a_publication()),
+        };
+        match checked {
             Ok(v) => valid.push(v),
             Err(Invalid { code, message }) => errors.push(ItemError {
                 index,
@@ -139,49 +423,19 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
     }
 }
 
-/// Validates one publication object `{channel, data, id?}` of the publish API.
-pub fn validate_item(item: &RawValue) -> Result<Validated, Invalid> {
-    let invalid = || {
-        Invalid::new(
-            ErrorCode::InvalidPublication,
-            "a publication must be an object {channel, data}",
-        )
-    };
-    if !item.get().starts_with('{') {
-        return Err(invalid());
-    }
-    let members: Members<'_> = serde_json::from_str(item.get()).map_err(|_| invalid())?;
-    if let Some(k) = members
-        .keys()
-        .find(|k| !matches!(**k, "channel" | "data" | "id"))
-    {
-        return Err(Invalid::new(
-            ErrorCode::InvalidPublication,
-            format!("unknown field \"{k}\"; a publication has channel, data and optional id"),
-        ));
-    }
-    let channel = members
-        .get("channel")
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-        .ok_or_else(|| Invalid::new(ErrorCode::InvalidChannel, "\"channel\" must be a string"))?;
-    let id = match members.get("id").map(|raw| raw.get()) {
-        None | Some("null") => None,
-        Some(raw) => match serde_json::from_str::<String>(raw) {
-            Ok(s) => Some(s),
-            Err(_) => return Err(Invalid::new(ErrorCode::InvalidId, id_rule())),
-        },
-    };
-    let data = members
-        .get("data")
-        .copied()
-        .ok_or_else(|| Invalid::new(ErrorCode::InvalidData, "\"data\" must be a JSON object"))?;
-    validate_parts(channel, id, data)
-}
-
 /// The rules of the publish API for one publication, shared by every ingest path.
 pub fn validate_parts(
     channel_text: String,
     id: Option<String>,
+    data: &RawValue,
+) -> Result<Validated, Invalid> {
+    check(Cow::Owned(channel_text), id.map(Cow::Owned), data)
+}
+
+/// [`validate_parts`] on text that may still be borrowed from the body.
+fn check(
+    channel_text: Cow<'_, str>,
+    id: Option<Cow<'_, str>>,
     data: &RawValue,
 ) -> Result<Validated, Invalid> {
     if id.as_deref().is_some_and(|id| !valid_id(id)) {
@@ -191,9 +445,8 @@ pub fn validate_parts(
         ChannelError::Reserved => Invalid::new(ErrorCode::ReservedChannel, e.to_string()),
         _ => Invalid::new(ErrorCode::InvalidChannel, e.to_string()),
     })?;
-    let not_object = || Invalid::new(ErrorCode::InvalidData, "\"data\" must be a JSON object");
     if !data.get().starts_with('{') {
-        return Err(not_object());
+        return Err(data_not_object());
     }
     let probe: DataProbe<'_> = serde_json::from_str(data.get()).map_err(|e| {
         Invalid::new(
@@ -211,23 +464,29 @@ pub fn validate_parts(
             }
             if let Some(addr) = probe.address {
                 let ns = a.account.chain.namespace();
-                let same = serde_json::from_str::<String>(addr.get())
-                    .ok()
-                    .and_then(|s| normalize_address(ns, &s).ok())
-                    .is_some_and(|s| s == a.account.address);
+                let same = match addr {
+                    Text::Str(s) => normalize_address(ns, &s).is_ok_and(|s| s == a.account.address),
+                    Text::Null | Text::Other => false,
+                };
                 if !same {
                     return Err(Invalid::new(ErrorCode::AddressMismatch, "data.address names another account than the channel: a wallet would show it as its own activity"));
                 }
             }
-            a.canonical()
+            // The channel text is the chain as parsed, then the address, which normalising
+            // keeps at its length: text that ends with the normalised address is canonical.
+            if channel_text.ends_with(a.account.address.as_str()) {
+                channel_text.into_owned()
+            } else {
+                a.canonical()
+            }
         }
-        Channel::MarketData(_) => channel_text,
+        Channel::MarketData(_) => channel_text.into_owned(),
     };
     Ok(Validated {
         channel,
         canonical,
         payload: data.get().to_owned(),
-        id,
+        id: id.map(Cow::into_owned),
     })
 }
 
@@ -361,5 +620,88 @@ mod tests {
             validate(many.as_bytes(), 2),
             Err(Rejection::Body(_))
         ));
+    }
+
+    /// The code of each item's error, by index, for a batch of `items`.
+    fn codes(items: &str) -> Vec<(usize, String)> {
+        match validate(format!(r#"{{"publications":[{items}]}}"#).as_bytes(), 20) {
+            Err(Rejection::Items(e)) => e
+                .into_iter()
+                .map(|e| (e.index, e.code.as_str().to_owned()))
+                .collect(),
+            Ok(_) => vec![],
+            Err(Rejection::Body(m)) => panic!("body error: {m}"),
+        }
+    }
+
+    #[test]
+    fn an_item_of_any_shape_is_reported_at_its_index_without_hiding_the_others() {
+        let items = format!(
+            r#"5,"x",null,[{{"channel":1}}],{{"channel":5,"data":{{}}}},{{"channel":"{CH}","data":{{}},"id":7}},{{"channel":"{CH}"}},{{"ch\u0061nnel":"{CH}","data":{{}}}},{{"channel":"{CH}","data":{{}},"publications":[]}},{{"channel":"{CH}","data":{{}},"id":null}}"#
+        );
+        let want = [
+            (0, "invalid_publication"),
+            (1, "invalid_publication"),
+            (2, "invalid_publication"),
+            (3, "invalid_publication"),
+            (4, "invalid_channel"),
+            (5, "invalid_id"),
+            (6, "invalid_data"),
+            (7, "invalid_publication"),
+            (8, "invalid_publication"),
+        ];
+        let want: Vec<(usize, String)> = want.iter().map(|(i, c)| (*i, c.to_string())).collect();
+        assert_eq!(codes(&items), want);
+    }
+
+    #[test]
+    fn unknown_fields_come_before_the_other_checks_and_are_named() {
+        let body = r#"{"zeta":1,"channel":5,"alpha":2}"#;
+        let Err(Rejection::Items(e)) = validate(body.as_bytes(), 10) else {
+            panic!()
+        };
+        assert_eq!(e[0].code, ErrorCode::InvalidPublication);
+        assert_eq!(
+            e[0].message,
+            "unknown field \"alpha\"; a publication has channel, data and optional id"
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_read_and_the_canonical_channel_is_lower_case() {
+        let body = format!(
+            r#"{{"channel":"\u0061{}","data":{{}},"id":"a\u0062"}}"#,
+            &CH[1..]
+        );
+        let v = validate(body.as_bytes(), 10).unwrap();
+        assert_eq!(v[0].canonical, CH);
+        assert_eq!(v[0].id.as_deref(), Some("ab"));
+        let upper = "account-activity.v1.eip155:8453:0XD14B2B8D5E5F1C3C1A4D6B7C9E0F1A2B3C4D5E6F";
+        let body = format!(
+            r#"{{"channel":"{upper}","data":{{"address":"{upper_addr}"}},"id":null}}"#,
+            upper_addr = &upper[32..]
+        );
+        let v = validate(body.as_bytes(), 10).unwrap();
+        assert_eq!(v[0].canonical, CH);
+        assert_eq!(v[0].id, None);
+    }
+
+    #[test]
+    fn a_batch_body_is_judged_by_its_publications_member() {
+        let batch = format!(r#"{{"note":1,"publications":[{{"channel":"{CH}","data":{{}}}}]}}"#);
+        assert_eq!(validate(batch.as_bytes(), 10).unwrap().len(), 1);
+        for body in [
+            r#"{"publications":null}"#,
+            r#"{"publications":{}}"#,
+            r#"{"p\u0075blications":[]}"#,
+            "null",
+            r#""text""#,
+            r#"{"channel":"x","data":{}"#,
+        ] {
+            assert!(
+                matches!(validate(body.as_bytes(), 10), Err(Rejection::Body(_))),
+                "{body}"
+            );
+        }
     }
 }

@@ -146,7 +146,8 @@ pub fn normalize_address(namespace: &str, address: &str) -> Result<String, CaipE
             if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(CaipError::Address(address.to_owned()));
             }
-            Ok(format!("0x{}", hex.to_ascii_lowercase()))
+            // `0X` lower-cases to `0x` too.
+            Ok(address.to_ascii_lowercase())
         }
         "solana" => {
             if (32..=44).contains(&address.len()) && address.bytes().all(is_base58) {

@@ -139,16 +139,29 @@ impl Channel {
 impl AccountChannel {
     /// `account-activity.v1.<ns>:0:<address>`: one stream per account across its namespace.
     pub fn stream_key(&self) -> String {
-        format!(
-            "{ACCOUNT_ACTIVITY}.{}:0:{}",
+        [
+            ACCOUNT_ACTIVITY,
+            ".",
             self.account.chain.namespace(),
-            self.account.address
-        )
+            ":0:",
+            &self.account.address,
+        ]
+        .concat()
     }
 
     /// The normalised channel text (`account-activity.v1.eip155:8453:0xabc…`).
     pub fn canonical(&self) -> String {
-        format!("{ACCOUNT_ACTIVITY}.{}", self.account)
+        let chain = &self.account.chain;
+        [
+            ACCOUNT_ACTIVITY,
+            ".",
+            chain.namespace(),
+            ":",
+            chain.reference(),
+            ":",
+            &self.account.address,
+        ]
+        .concat()
     }
 }
 
