@@ -7,15 +7,14 @@
 //! looked at before the request has shown it is an upgrade from an admissible client.
 //! The admitted session holds its slots until it ends.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
@@ -35,7 +34,7 @@ const RETRY_AFTER_FULL_SECS: std::ops::RangeInclusive<u64> = 5..=15;
 pub async fn upgrade(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -75,10 +74,10 @@ pub async fn upgrade(
         Ok(slots) => slots,
         Err(refused) => return refusal(refused, &node),
     };
-    let params = query.map(|q| q.0).unwrap_or_default();
+    let params = Params::parse(uri.query().unwrap_or(""));
     let token = params
-        .get("token")
-        .map(String::as_str)
+        .token
+        .as_deref()
         .filter(|t| !t.is_empty())
         .or_else(|| bearer(&headers));
     let claims = match token {
@@ -95,7 +94,7 @@ pub async fn upgrade(
         Ok(slots) => slots,
         Err(refused) => return refusal(refused, &node),
     };
-    let ack_mode = matches!(params.get("ack").map(String::as_str), Some("1" | "true"));
+    let ack_mode = matches!(params.ack.as_deref(), Some("1" | "true"));
     metrics::connection_attempt("accepted");
     let tracker = node.shutdown.sessions().clone();
     let init = SessionInit { claims, ack_mode };
@@ -109,13 +108,48 @@ pub async fn upgrade(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
-            tracker.track_future(async move {
+            // Boxed, so spawning the upgrade's task moves a pointer, not the session's state.
+            Box::pin(tracker.track_future(async move {
                 // The slots are given back when the session ends (or if the upgrade fails,
                 // when this closure is dropped unrun).
                 let _slots = slots;
                 session::run(socket, node, init).await
-            })
+            }))
         })
+}
+
+/// The query string parameters the upgrade reads, decoded as
+/// `application/x-www-form-urlencoded`; of a repeated name, the last one counts.
+#[derive(Debug, Default, PartialEq)]
+struct Params<'a> {
+    /// `token`: the access token, when it is not in the `Authorization` header.
+    token: Option<Cow<'a, str>>,
+    /// `ack`: `1` or `true` asks for acknowledged delivery.
+    ack: Option<Cow<'a, str>>,
+}
+
+impl<'a> Params<'a> {
+    fn parse(query: &'a str) -> Self {
+        let mut params = Params::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = if pair.bytes().any(|b| b == b'%' || b == b'+') {
+                // Escapes: decoded by the same code as the rest of the URL handling.
+                match url::form_urlencoded::parse(pair.as_bytes()).next() {
+                    Some(decoded) => decoded,
+                    None => continue,
+                }
+            } else {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (Cow::Borrowed(name), Cow::Borrowed(value))
+            };
+            match &*name {
+                "token" => params.token = Some(value),
+                "ack" => params.ack = Some(value),
+                _ => {}
+            }
+        }
+        params
+    }
 }
 
 /// The answer to an upgrade refused for lack of room, with a `Retry-After`.
@@ -161,4 +195,33 @@ fn refusal(refused: Refused, node: &Node) -> Response {
 fn unauthorized(err: &AuthError) -> Response {
     metrics::connection_attempt("unauthorized");
     ApiError::new(StatusCode::UNAUTHORIZED, err.code(), err.message()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str) -> (Option<String>, Option<String>) {
+        let p = Params::parse(query);
+        (p.token.map(Cow::into_owned), p.ack.map(Cow::into_owned))
+    }
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
+    #[test]
+    fn params_decode_like_a_form() {
+        assert_eq!(parse(""), (None, None));
+        assert_eq!(parse("token=a.b.c&ack=1"), (some("a.b.c"), some("1")));
+        assert_eq!(parse("ack=true&other=x&token="), (some(""), some("true")));
+        // Escapes and `+` in names and values; a name without `=` has an empty value.
+        assert_eq!(parse("%74oken=a%2Eb+c&ack"), (some("a.b c"), some("")));
+        // The last of a repeated name counts; empty pairs are skipped.
+        assert_eq!(parse("&&token=x&&token=y&"), (some("y"), None));
+        // The value is everything after the first `=`.
+        assert_eq!(parse("token=a=b"), (some("a=b"), None));
+        // Bad escapes are kept as they are, invalid UTF-8 replaced.
+        assert_eq!(parse("token=%zz%ff"), (some("%zz\u{fffd}"), None));
+    }
 }

@@ -139,7 +139,13 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
             settings.delivery.max_unacked,
         )
     });
-    let writer = tokio::spawn(writer::run(sink, rx, outbox.clone(), acks.clone()));
+    // Boxed, so spawning moves a pointer rather than the writer's state.
+    let writer = tokio::spawn(Box::pin(writer::run(
+        sink,
+        rx,
+        outbox.clone(),
+        acks.clone(),
+    )));
     let conn = node.next_conn_id();
     let session_id = uuid::Uuid::new_v4().to_string();
     outbox.push(Outbound::Text(reply::session_created(&session_id)));

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::protocol::caip::ChainId;
+use crate::protocol::channel::{AccountChannel, ACCOUNT_ACTIVITY};
 use crate::protocol::{Channel, Namespace};
 
 /// One channel held by a subscription.
@@ -33,13 +34,13 @@ pub struct Subscriptions {
 
 impl Held {
     pub fn new(sent: &str, channel: Channel) -> Self {
-        let identity = match &channel {
-            Channel::AccountActivity(a) => a.canonical(),
-            Channel::MarketData(m) => m.key.clone(),
+        let (key, identity) = match &channel {
+            Channel::AccountActivity(a) => account_key_and_identity(a),
+            Channel::MarketData(m) => (m.key.clone(), m.key.clone()),
         };
         Self {
             sent: sent.into(),
-            key: channel.hub_key(),
+            key,
             channel,
             identity,
         }
@@ -54,6 +55,29 @@ impl Held {
             _ => None,
         }
     }
+}
+
+/// An account channel's hub key and identity: the same strings as
+/// [`AccountChannel::stream_key`] and [`AccountChannel::canonical`], each built in one
+/// allocation of its exact size (every subscribe builds them, for each channel).
+fn account_key_and_identity(a: &AccountChannel) -> (String, String) {
+    let chain = &a.account.chain;
+    let (namespace, reference) = (chain.namespace(), chain.reference());
+    let address = a.account.address.as_str();
+    let prefix = ACCOUNT_ACTIVITY.len() + 1 + namespace.len() + 1;
+    let mut key = String::with_capacity(prefix + 2 + address.len());
+    key.push_str(ACCOUNT_ACTIVITY);
+    key.push('.');
+    key.push_str(namespace);
+    key.push(':');
+    let mut identity = String::with_capacity(prefix + reference.len() + 1 + address.len());
+    identity.push_str(&key);
+    identity.push_str(reference);
+    identity.push(':');
+    identity.push_str(address);
+    key.push_str("0:");
+    key.push_str(address);
+    (key, identity)
 }
 
 impl Subscriptions {
@@ -191,6 +215,29 @@ mod tests {
 
     fn held(s: &str) -> Held {
         Held::new(s, Channel::parse(s).unwrap())
+    }
+
+    #[test]
+    fn held_key_and_identity_are_the_channels() {
+        let specific = "account-activity.v1.eip155:8453:0xD14B2B8D5E5F1C3C1A4D6B7C9E0F1A2B3C4D5E6F";
+        for s in [A, specific] {
+            let h = held(s);
+            let Channel::AccountActivity(a) = &h.channel else {
+                panic!("{s} is an account channel")
+            };
+            assert_eq!(h.key, a.stream_key());
+            assert_eq!(h.identity, a.canonical());
+            assert_eq!(h.key.capacity(), h.key.len());
+            assert_eq!(h.identity.capacity(), h.identity.len());
+        }
+        let h = held(specific);
+        assert_eq!(
+            (h.key.as_str(), h.identity.as_str()),
+            (
+                "account-activity.v1.eip155:0:0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f",
+                "account-activity.v1.eip155:8453:0xd14b2b8d5e5f1c3c1a4d6b7c9e0f1a2b3c4d5e6f"
+            )
+        );
     }
 
     #[test]
