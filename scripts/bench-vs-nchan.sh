@@ -3,12 +3,13 @@
 # (gateway-bench) drives the gateway, then nginx, in one run, each server pinned to the same
 # core and the generator to the other; the table gives each figure of both and their ratio.
 #
-#   bash scripts/bench-vs-nchan.sh [--out DIR] [SCENARIO[:ARGS]]...
+#   bash scripts/bench-vs-nchan.sh [--out DIR] ['SCENARIO[:ARGS]']...
 #
 # SCENARIO is s1, s2, s3 or s4 (default: all four, s1 with one publication per request, s2
 # through every rate, since its first step already fails the 100 ms p99 on both servers);
-# ARGS are extra gateway-bench arguments for both servers, comma-separated, e.g.
-# `s1:--batch,1,--rates,2000,5000,10000` (Nchan always takes one publication per request).
+# ARGS are extra gateway-bench arguments for both servers, separated by spaces (quote the
+# spec), e.g. 's1:--batch 1 --rates 2000,5000,10000' (Nchan always takes one publication per
+# request).
 # Reports go to DIR (default target/bench-vs-nchan/<time>): <spec>-gateway.json,
 # <spec>-nchan.json (the spec with every other character as `_`) and results.md with one
 # table per spec.
@@ -25,11 +26,11 @@ scenarios=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) scenarios+=("$1"); shift ;;
   esac
 done
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(s1:--batch,1 s2:--rates,1,5,10,20,30,40,50,--keep-going s3 s4)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=('s1:--batch 1' 's2:--rates 1,5,10,20,30,40,50 --keep-going' s3 s4)
 mkdir -p "$out"
 
 module=/usr/lib/nginx/modules/ngx_nchan_module.so
@@ -107,7 +108,7 @@ CONF
 for spec in "${scenarios[@]}"; do
   name=${spec%%:*}
   extra=()
-  if [ "$spec" != "$name" ]; then IFS=',' read -r -a extra <<<"${spec#*:}"; fi
+  if [ "$spec" != "$name" ]; then read -r -a extra <<<"${spec#*:}"; fi
   # One file name per spec, so that a scenario can be run with two sets of arguments.
   label=$(tr -c 'A-Za-z0-9\n' '_' <<<"$spec")
   echo "== $spec: gateway"
