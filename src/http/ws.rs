@@ -108,13 +108,12 @@ pub async fn upgrade(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
-            // Boxed, so spawning the upgrade's task moves a pointer, not the session's state.
-            Box::pin(tracker.track_future(async move {
+            tracker.track_future(async move {
                 // The slots are given back when the session ends (or if the upgrade fails,
                 // when this closure is dropped unrun).
                 let _slots = slots;
                 session::run(socket, node, init).await
-            }))
+            })
         })
 }
 

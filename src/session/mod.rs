@@ -139,13 +139,7 @@ pub async fn run(socket: WebSocket, node: Arc<Node>, init: SessionInit) {
             settings.delivery.max_unacked,
         )
     });
-    // Boxed, so spawning moves a pointer rather than the writer's state.
-    let writer = tokio::spawn(Box::pin(writer::run(
-        sink,
-        rx,
-        outbox.clone(),
-        acks.clone(),
-    )));
+    let writer = tokio::spawn(writer::run(sink, rx, outbox.clone(), acks.clone()));
     let conn = node.next_conn_id();
     let session_id = uuid::Uuid::new_v4().to_string();
     outbox.push(Outbound::Text(reply::session_created(&session_id)));
