@@ -8,5 +8,7 @@
 mod publication;
 mod subscribers;
 
+#[cfg(test)]
+pub(crate) use publication::stored_at;
 pub use publication::{message_id, Durable, Publication, MAX_FRAME_OVERHEAD};
 pub use subscribers::{ConnId, Hub, Recipient, Subscriber};

@@ -162,6 +162,24 @@ pub fn message_id(position: &Position) -> String {
     [&position.epoch, "-", offset].concat()
 }
 
+/// A stored account-activity publication at `offset` of epoch `e`, for the tests of the
+/// layers that queue and track publications.
+#[cfg(test)]
+pub(crate) fn stored_at(offset: u64) -> Arc<Publication> {
+    Arc::new(Publication::new(
+        Namespace::AccountActivity,
+        "k".into(),
+        "1".into(),
+        "c".into(),
+        "{}",
+        Some(Durable::new(Position {
+            epoch: "e".into(),
+            offset,
+        })),
+        Instant::now(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

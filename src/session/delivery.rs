@@ -244,24 +244,7 @@ impl Unacked {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::Durable;
-    use crate::protocol::Namespace;
-    use crate::protocol::Position;
-
-    fn publication(offset: u64) -> Arc<Publication> {
-        Arc::new(Publication::new(
-            Namespace::AccountActivity,
-            "k".into(),
-            "1".into(),
-            "c".into(),
-            "{}",
-            Some(Durable::new(Position {
-                epoch: "e".into(),
-                offset,
-            })),
-            Instant::now(),
-        ))
-    }
+    use crate::hub::stored_at as publication;
 
     fn resent_offsets(e: Expired) -> Vec<u64> {
         match e {

@@ -86,25 +86,11 @@ fn offset_of(p: &Arc<Publication>) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
-    use crate::protocol::{Namespace, Position};
     use crate::session::outbox::{State, MAX_HELD};
 
     fn publication() -> Arc<Publication> {
-        Arc::new(Publication::new(
-            Namespace::AccountActivity,
-            "k".into(),
-            "1".into(),
-            "c".into(),
-            "{}",
-            Some(crate::hub::Durable::new(Position {
-                epoch: "e".into(),
-                offset: 1,
-            })),
-            Instant::now(),
-        ))
+        crate::hub::stored_at(1)
     }
 
     #[test]
