@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
@@ -204,22 +204,30 @@ struct Fields<'a> {
     publications: Option<List<'a>>,
 }
 
+/// Where an object is read: the body itself (which may hold `publications`, of which at most
+/// `max_batch` items are kept), or an item of `publications`.
+#[derive(Clone, Copy)]
+enum Place {
+    Body { max_batch: usize },
+    Item,
+}
+
 impl<'de> Fields<'de> {
-    /// Reads an object's members; `top` reads `publications` too.
-    fn read<A: MapAccess<'de>>(mut map: A, top: bool) -> Result<Self, A::Error> {
+    /// Reads an object's members; the body's `publications` too.
+    fn read<A: MapAccess<'de>>(mut map: A, place: Place) -> Result<Self, A::Error> {
         let mut f = Fields::default();
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match key {
                 Key::Name("channel") => f.channel = Some(map.next_value()?),
                 Key::Name("data") => f.data = Some(map.next_value()?),
                 Key::Name("id") => f.id = Some(map.next_value()?),
-                Key::Name("publications") if top => f.publications = Some(map.next_value()?),
-                Key::Name(name) => {
-                    if f.unknown.is_none_or(|u| name < u) {
-                        f.unknown = Some(name);
+                Key::Name("publications") => match place {
+                    Place::Body { max_batch } => {
+                        f.publications = Some(map.next_value_seed(ListSeed { max_batch })?)
                     }
-                    map.next_value::<IgnoredAny>()?;
-                }
+                    Place::Item => f.unknown_member("publications", &mut map)?,
+                },
+                Key::Name(name) => f.unknown_member(name, &mut map)?,
                 Key::Escaped => {
                     f.escaped = true;
                     map.next_value::<IgnoredAny>()?;
@@ -227,6 +235,18 @@ impl<'de> Fields<'de> {
             }
         }
         Ok(f)
+    }
+
+    /// Skips the value of a member a publication does not have, remembering its name.
+    fn unknown_member<A: MapAccess<'de>>(
+        &mut self,
+        name: &'de str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        if self.unknown.is_none_or(|u| name < u) {
+            self.unknown = Some(name);
+        }
+        map.next_value::<IgnoredAny>().map(|_| ())
     }
 
     /// Validates the publication these members make.
@@ -275,9 +295,10 @@ enum Object<'a> {
     Not,
 }
 
-/// Reads an object with [`Fields::read`]; `top` as there.
+/// Reads an object with [`Fields::read`].
 struct ObjectVisitor {
-    top: bool,
+    /// The body, or an item of `publications`.
+    place: Place,
 }
 
 impl<'de> Visitor<'de> for ObjectVisitor {
@@ -288,35 +309,36 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     scalars_are!(Object::Not);
     strings_null_and_arrays_are!(Object::Not);
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Fields::read(map, self.top).map(Object::Members)
+        Fields::read(map, self.place).map(Object::Members)
     }
 }
 
 impl<'de> Deserialize<'de> for Object<'de> {
     /// Reads an item of `publications`.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjectVisitor { top: false })
+        d.deserialize_any(ObjectVisitor { place: Place::Item })
     }
 }
 
-/// The body as a whole.
-struct Top<'a>(Object<'a>);
-
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjectVisitor { top: true }).map(Top)
-    }
-}
-
-/// The value of `publications`: its items, or another value.
+/// The value of `publications`: its first `max_batch` items and how many there are, or
+/// another value. Items past the bound are counted, not kept: a body of many tiny items would
+/// otherwise cost many times its size in memory before the batch limit refused it.
 enum List<'a> {
-    Items(Vec<Object<'a>>),
+    Items { kept: Vec<Object<'a>>, count: usize },
     Not,
 }
 
-impl<'de> Deserialize<'de> for List<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
+/// Reads `publications`, keeping at most `max_batch` items.
+struct ListSeed {
+    max_batch: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = List<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<List<'de>, D::Error> {
+        struct V {
+            max_batch: usize,
+        }
         impl<'de> Visitor<'de> for V {
             type Value = List<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -333,14 +355,26 @@ impl<'de> Deserialize<'de> for List<'de> {
                 skip_map(map).map(|()| List::Not)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
+                let mut kept = Vec::new();
+                while kept.len() < self.max_batch {
+                    match seq.next_element()? {
+                        Some(item) => kept.push(item),
+                        None => {
+                            let count = kept.len();
+                            return Ok(List::Items { kept, count });
+                        }
+                    }
                 }
-                Ok(List::Items(items))
+                let mut count = kept.len();
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(List::Items { kept, count })
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V {
+            max_batch: self.max_batch,
+        })
     }
 }
 
@@ -368,9 +402,16 @@ fn some_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Text<'de>>, D::Er
 /// Parses and validates a request body.
 pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejection> {
     // Every value is accepted by the visitors above, so only a syntax error fails the parse.
-    let Top(top) = serde_json::from_slice(body).map_err(|e| {
+    let not_json = |e: serde_json::Error| {
         Rejection::Body(format!("body is not valid JSON ({e}); send {{\"channel\",\"data\"}} or {{\"publications\":[…]}}"))
-    })?;
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let top = de
+        .deserialize_any(ObjectVisitor {
+            place: Place::Body { max_batch },
+        })
+        .map_err(not_json)?;
+    de.end().map_err(not_json)?;
     let not_object = || {
         Rejection::Body(
             "body must be a JSON object: {\"channel\",\"data\"} or {\"publications\":[…]}".into(),
@@ -380,24 +421,23 @@ pub fn validate(body: &[u8], max_batch: usize) -> Result<Vec<Validated>, Rejecti
         Object::Members(f) if !f.escaped => f,
         _ => return Err(not_object()),
     };
-    let items = match top.publications.take() {
-        Some(List::Items(items)) => items,
+    let (items, count) = match top.publications.take() {
+        Some(List::Items { kept, count }) => (kept, count),
         Some(List::Not) => {
             return Err(Rejection::Body(
                 "\"publications\" must be an array of {channel, data} objects".into(),
             ))
         }
-        None => vec![Object::Members(top)],
+        None => (vec![Object::Members(top)], 1),
     };
-    if items.is_empty() {
+    if count == 0 {
         return Err(Rejection::Body(
             "\"publications\" is empty: send at least one publication".into(),
         ));
     }
-    if items.len() > max_batch {
+    if count > max_batch {
         return Err(Rejection::Body(format!(
-            "{} publications in one request; at most {max_batch} are allowed (publish.max_batch): split the batch",
-            items.len()
+            "{count} publications in one request; at most {max_batch} are allowed (publish.max_batch): split the batch"
         )));
     }
     let mut valid = Vec::with_capacity(items.len());
@@ -620,6 +660,25 @@ mod tests {
             validate(many.as_bytes(), 2),
             Err(Rejection::Body(_))
         ));
+    }
+
+    #[test]
+    fn items_past_the_batch_limit_are_counted_not_kept() {
+        let many = format!(r#"[{}]"#, vec!["{}"; 5000].join(","));
+        let mut de = serde_json::Deserializer::from_str(&many);
+        let Ok(List::Items { kept, count }) = ListSeed { max_batch: 3 }.deserialize(&mut de) else {
+            panic!("an array is a list")
+        };
+        assert_eq!((kept.len(), count), (3, 5000));
+        let body = format!(r#"{{"publications":{many}}}"#);
+        match validate(body.as_bytes(), 3) {
+            Err(Rejection::Body(m)) => assert_eq!(
+                m,
+                "5000 publications in one request; at most 3 are allowed (publish.max_batch): \
+                 split the batch"
+            ),
+            _ => panic!("a batch over the limit is refused whole"),
+        }
     }
 
     /// The code of each item's error, by index, for a batch of `items`.
