@@ -35,11 +35,13 @@ impl Store {
     }
 
     /// Runs maintenance on a pooled connection, beside the committer: what PostgreSQL's
-    /// retention does. On SQLite that connection would be a second writer, so the trimmer
-    /// hands SQLite's work to the committer instead (`single_writer`).
+    /// retention does. On SQLite that connection would be a second writer, so SQLite's
+    /// maintenance only runs in the committer (`single_writer`, `Writer::maintain`).
     pub(crate) async fn maintain(&self, work: &Maintenance) -> Result<u64, sqlx::Error> {
         match self {
-            Store::Sqlite(p) => sqlite_maintain(&mut *p.acquire().await?, work).await,
+            Store::Sqlite(_) => Err(sqlx::Error::Configuration(
+                "SQLite's maintenance runs in the committer, its only writer".into(),
+            )),
             Store::Postgres(p) => postgres_maintain(&mut *p.acquire().await?, work).await,
         }
     }
@@ -92,7 +94,8 @@ impl Writer {
                     metrics::streams_removed(removed.len());
                     Ok(deleted)
                 }
-                _ => sqlite_maintain(w.conn(), work).await,
+                Maintenance::TrimCount(streams) => sqlite::trim_count(w.conn(), streams).await,
+                Maintenance::RewindWal => sqlite::rewind_wal(w.conn()).await,
             },
             Writer::Postgres(c) => postgres_maintain(c, work).await,
         }
@@ -109,23 +112,6 @@ impl Maintenance {
             Maintenance::TrimCount(_) => "count retention",
             Maintenance::RewindWal => "the WAL rewind",
         }
-    }
-}
-
-async fn sqlite_maintain(
-    conn: &mut sqlx::SqliteConnection,
-    work: &Maintenance,
-) -> Result<u64, sqlx::Error> {
-    match work {
-        // Only the committer's connection may remove streams (see `Writer::maintain`); this
-        // pooled path is not used for SQLite, whose maintenance runs in the committer.
-        Maintenance::TrimAge { cutoff_ms, limit } => {
-            let (deleted, removed) = sqlite::trim_age(conn, *cutoff_ms, *limit).await?;
-            metrics::streams_removed(removed.len());
-            Ok(deleted)
-        }
-        Maintenance::TrimCount(streams) => sqlite::trim_count(conn, streams).await,
-        Maintenance::RewindWal => sqlite::rewind_wal(conn).await,
     }
 }
 
