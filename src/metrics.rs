@@ -97,15 +97,15 @@ pub fn install() -> Result<PrometheusHandle, String> {
 impl Metrics {
     fn register() -> Self {
         Self {
-            connections_open: gauge!("gateway_connections_open"),
-            subscriptions_active: gauge!("gateway_subscriptions_active"),
-            channels_active: gauge!("gateway_channels_active"),
+            connections_open: gauge!(names::CONNECTIONS_OPEN),
+            subscriptions_active: gauge!(names::SUBSCRIPTIONS_ACTIVE),
+            channels_active: gauge!(names::CHANNELS_ACTIVE),
             slow_consumer_disconnects: counter!("gateway_slow_consumer_disconnects_total"),
             delivery_latency: histogram!("gateway_delivery_latency_seconds"),
-            delivered_account: counter!("gateway_notifications_delivered_total", "namespace" => Namespace::AccountActivity.as_str()),
-            delivered_market: counter!("gateway_notifications_delivered_total", "namespace" => Namespace::MarketData.as_str()),
-            published_account: counter!("gateway_publications_total", "namespace" => Namespace::AccountActivity.as_str()),
-            published_market: counter!("gateway_publications_total", "namespace" => Namespace::MarketData.as_str()),
+            delivered_account: counter!(names::DELIVERED, "namespace" => Namespace::AccountActivity.as_str()),
+            delivered_market: counter!(names::DELIVERED, "namespace" => Namespace::MarketData.as_str()),
+            published_account: counter!(names::PUBLICATIONS, "namespace" => Namespace::AccountActivity.as_str()),
+            published_market: counter!(names::PUBLICATIONS, "namespace" => Namespace::MarketData.as_str()),
         }
     }
 
@@ -182,7 +182,7 @@ fn describe() {
         "Bytes of heap held by the embedded SQLite (page caches, statements), sampled every 5 s."
     );
     describe_gauge!(
-        "gateway_connections_open",
+        names::CONNECTIONS_OPEN,
         "WebSocket connections currently open"
     );
     describe_counter!(
@@ -190,19 +190,19 @@ fn describe() {
         "WebSocket upgrade attempts by result"
     );
     describe_gauge!(
-        "gateway_subscriptions_active",
+        names::SUBSCRIPTIONS_ACTIVE,
         "Subscription ids currently held by clients"
     );
     describe_gauge!(
-        "gateway_channels_active",
+        names::CHANNELS_ACTIVE,
         "Channels currently subscribed (per connection, distinct)"
     );
     describe_counter!(
-        "gateway_publications_total",
+        names::PUBLICATIONS,
         "Publications accepted by the publish API, by namespace"
     );
     describe_counter!(
-        "gateway_notifications_delivered_total",
+        names::DELIVERED,
         "Push frames written to clients, by namespace"
     );
     describe_histogram!(
@@ -223,7 +223,7 @@ fn describe() {
     );
     describe_gauge!("gateway_chain_status", "Chain status: 1 up, 0 down");
     describe_gauge!(
-        "gateway_acks_outstanding",
+        names::ACKS_OUTSTANDING,
         "Pushes sent on ack-mode connections that await an ack"
     );
     describe_counter!(
@@ -274,22 +274,22 @@ fn describe() {
 
 /// Acks that matched a pending push.
 pub fn acks(n: u64) {
-    counter!("gateway_acks_total").increment(n);
+    counter!(names::ACKS).increment(n);
 }
 
 /// Pushes awaiting an ack (ack-mode connections of this node) changed by `delta`.
 pub fn acks_outstanding(delta: f64) {
-    gauge!("gateway_acks_outstanding").increment(delta);
+    gauge!(names::ACKS_OUTSTANDING).increment(delta);
 }
 
 /// Pushes sent again because no ack came in time.
 pub fn redeliveries(n: u64) {
-    counter!("gateway_redeliveries_total").increment(n);
+    counter!(names::REDELIVERIES).increment(n);
 }
 
 /// A delivery given up, by reason (ack_timeout, unacked_overflow).
 pub fn delivery_failure(reason: &'static str) {
-    counter!("gateway_delivery_failures_total", "reason" => reason).increment(1);
+    counter!(names::DELIVERY_FAILURES, "reason" => reason).increment(1);
 }
 
 /// A resume attempt, by result (recovered, epoch_changed, trimmed, beyond_end, store_unavailable,
@@ -356,6 +356,29 @@ pub fn describe_broker() {
     for kind in ["publication", "chain"] {
         counter!("gateway_broker_not_sent_total", "kind" => kind).absolute(0);
     }
+}
+
+/// Names of the series other parts of the gateway read back (the status page reads the
+/// node's own registry): one spelling for the recorder and its readers.
+pub mod names {
+    /// Open WebSocket connections (gauge).
+    pub const CONNECTIONS_OPEN: &str = "gateway_connections_open";
+    /// Active subscriptions (gauge).
+    pub const SUBSCRIPTIONS_ACTIVE: &str = "gateway_subscriptions_active";
+    /// Distinct channels subscribed (gauge).
+    pub const CHANNELS_ACTIVE: &str = "gateway_channels_active";
+    /// Publications accepted, by namespace (counter).
+    pub const PUBLICATIONS: &str = "gateway_publications_total";
+    /// Push frames written, by namespace (counter).
+    pub const DELIVERED: &str = "gateway_notifications_delivered_total";
+    /// Acks that matched a pending push (counter).
+    pub const ACKS: &str = "gateway_acks_total";
+    /// Pushes awaiting an ack (gauge).
+    pub const ACKS_OUTSTANDING: &str = "gateway_acks_outstanding";
+    /// Pushes sent again (counter).
+    pub const REDELIVERIES: &str = "gateway_redeliveries_total";
+    /// Deliveries given up, by reason (counter).
+    pub const DELIVERY_FAILURES: &str = "gateway_delivery_failures_total";
 }
 
 /// The history's metrics. Labels: none (all bounded by construction).

@@ -1,16 +1,27 @@
 //! The series the status page shows, read back from the node's own Prometheus registry.
 
+use crate::metrics::names;
+
 /// The series the page shows, read from the node's own Prometheus registry.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
+    /// `names::CONNECTIONS_OPEN`.
     pub(super) connections: f64,
+    /// `names::SUBSCRIPTIONS_ACTIVE`.
     pub(super) subscriptions: f64,
+    /// `names::CHANNELS_ACTIVE`.
     pub(super) channels: f64,
+    /// `names::PUBLICATIONS`, every namespace.
     pub(super) publications: f64,
+    /// `names::DELIVERED`, every namespace.
     pub(super) delivered: f64,
+    /// `names::ACKS`.
     pub(super) acks: f64,
+    /// `names::ACKS_OUTSTANDING`.
     pub(super) acks_outstanding: f64,
+    /// `names::REDELIVERIES`.
     pub(super) redeliveries: f64,
+    /// `names::DELIVERY_FAILURES` with reason `ack_timeout`.
     pub(super) ack_timeouts: f64,
 }
 
@@ -29,15 +40,15 @@ pub(super) fn counters(text: &str) -> Counters {
         };
         let (name, labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l));
         match name {
-            "gateway_connections_open" => c.connections += value,
-            "gateway_subscriptions_active" => c.subscriptions += value,
-            "gateway_channels_active" => c.channels += value,
-            "gateway_publications_total" => c.publications += value,
-            "gateway_notifications_delivered_total" => c.delivered += value,
-            "gateway_acks_total" => c.acks += value,
-            "gateway_acks_outstanding" => c.acks_outstanding += value,
-            "gateway_redeliveries_total" => c.redeliveries += value,
-            "gateway_delivery_failures_total" if labels.contains("\"ack_timeout\"") => {
+            names::CONNECTIONS_OPEN => c.connections += value,
+            names::SUBSCRIPTIONS_ACTIVE => c.subscriptions += value,
+            names::CHANNELS_ACTIVE => c.channels += value,
+            names::PUBLICATIONS => c.publications += value,
+            names::DELIVERED => c.delivered += value,
+            names::ACKS => c.acks += value,
+            names::ACKS_OUTSTANDING => c.acks_outstanding += value,
+            names::REDELIVERIES => c.redeliveries += value,
+            names::DELIVERY_FAILURES if labels.contains("\"ack_timeout\"") => {
                 c.ack_timeouts += value
             }
             _ => {}
